@@ -1,0 +1,1 @@
+"""Video data: data sets, the datamodule, and video files."""

@@ -1,0 +1,101 @@
+"""Tiny random-initialised configurations of the real SVD classes, for CPU runs and tests.
+
+The UNet is diffusers' ``UNetSpatioTemporalConditionModel`` itself, shrunk the way diffusers' own
+SVD pipeline tests shrink it (``block_out_channels=(32, 64)``), so every code path that runs here
+runs unchanged on the full-size network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..diffusion.schedules import EDMSchedule
+from .svd import SVDDenoiser
+
+
+def tiny_unet(
+    latent_channels: int = 3,
+    block_out_channels: Sequence[int] = (32, 64),
+    layers_per_block: int = 1,
+    cross_attention_dim: int = 32,
+    num_attention_heads: Sequence[int] = (2, 4),
+    addition_time_embed_dim: int = 8,
+):
+    """A ``UNetSpatioTemporalConditionModel`` with SVD's block types, two levels deep."""
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    return UNetSpatioTemporalConditionModel(
+        in_channels=2 * latent_channels,  # noisy latent + condition latent, concatenated
+        out_channels=latent_channels,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+        block_out_channels=tuple(block_out_channels),
+        layers_per_block=layers_per_block,
+        cross_attention_dim=cross_attention_dim,
+        num_attention_heads=tuple(num_attention_heads),
+        addition_time_embed_dim=addition_time_embed_dim,
+        # SVD feeds three added time ids: fps - 1, motion bucket, noise level.
+        projection_class_embeddings_input_dim=3 * addition_time_embed_dim,
+    )
+
+
+class TinyImageEncoder(nn.Module):
+    """A small trainable stand-in for SVD's CLIP image encoder: [B, 3, H, W] -> [B, 1, D]."""
+
+    def __init__(self, embed_dim: int = 32, width: int = 32) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, width, 4, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, width, 4, stride=2, padding=1),
+            nn.SiLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(width, embed_dim),
+        )
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.net(image)[:, None]
+
+
+def tiny_pixel_svd(
+    schedule: EDMSchedule | None = None,
+    embed_dim: int = 32,
+    block_out_channels: Sequence[int] = (32, 64),
+    layers_per_block: int = 1,
+    num_attention_heads: Sequence[int] = (2, 4),
+    addition_time_embed_dim: int = 8,
+    fps: float = 7.0,
+    motion_bucket_id: float = 127.0,
+    cfg_dropout: float = 0.1,
+    noise_embed: bool = False,
+    seed: int | None = 0,
+) -> SVDDenoiser:
+    """The tiny SVD-class denoiser in pixel space (3 channels, no VAE).
+
+    ``seed`` fixes the random initialisation independently of the global RNG state.
+    """
+    with torch.random.fork_rng(enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        unet = tiny_unet(
+            latent_channels=3,
+            block_out_channels=block_out_channels,
+            layers_per_block=layers_per_block,
+            cross_attention_dim=embed_dim,
+            num_attention_heads=num_attention_heads,
+            addition_time_embed_dim=addition_time_embed_dim,
+        )
+        encoder = TinyImageEncoder(embed_dim=embed_dim)
+    return SVDDenoiser(
+        unet=unet,
+        image_encoder=encoder,
+        schedule=schedule if schedule is not None else EDMSchedule(),
+        fps=fps,
+        motion_bucket_id=motion_bucket_id,
+        cfg_dropout=cfg_dropout,
+        noise_embed=noise_embed,
+    )

@@ -1,0 +1,38 @@
+"""Tasks: one Hydra app each, run through ``cil_lightning.cli``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+def run_hydra_task(task: str, overrides: list[str], fn: Callable, config_name: str | None = None):
+    """Run ``fn(cfg)`` as a Hydra app with the root config ``conf/<task>.yaml``.
+
+    Hydra parses ``sys.argv``, so the task word is hidden from it while it parses, and put back
+    while ``fn`` runs: Lightning relaunches DDP children with ``sys.argv[1:]``, which must start
+    with the task word for the child to run the same task (DESIGN principle 8).
+    """
+    import hydra
+
+    from ..cli import conf_dir
+
+    argv0 = sys.argv[0]
+    result = {}
+
+    @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name or task)
+    def _app(cfg):
+        sys.argv = [argv0, task, *overrides]
+        try:
+            result["value"] = fn(cfg)
+            return result["value"]
+        finally:
+            sys.argv = [argv0, *overrides]
+
+    saved = sys.argv
+    sys.argv = [argv0, *overrides]
+    try:
+        _app()
+    finally:
+        sys.argv = saved
+    return 0

@@ -1,0 +1,97 @@
+"""Check the method's and the run's parameters before anything heavy is built.
+
+Runs on the composed Hydra config with only omegaconf imported, so a bad value fails in well under
+a second with the key, the value and the allowed range, before torch, data or models are loaded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """One or more config values are outside their allowed range."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    ok: Callable[[object], bool]
+    allowed: str
+    meaning: str = ""
+
+
+def _num(pred: Callable[[float], bool]) -> Callable[[object], bool]:
+    def check(v: object) -> bool:
+        return (
+            isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and math.isfinite(float(v))
+            and pred(float(v))
+        )
+
+    return check
+
+
+def _int(pred: Callable[[int], bool]) -> Callable[[object], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and pred(v)
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("cond_noise.beta_m", _num(lambda v: v > 0), "> 0", "TimeNoise's maximum noise level"),
+    Rule("cond_noise.a", _num(lambda v: v > 0), "> 0", "TimeNoise's time exponent"),
+    Rule("cond_noise.s", _num(lambda v: v > 0), "> 0", "TimeNoise's logit-normal std"),
+    Rule("cond_noise.mu_max", _num(lambda v: v >= 0), ">= 0", "TimeNoise's mean range"),
+    Rule("cond_noise.beta", _num(lambda v: v >= 0), ">= 0", "constant condition-noise level"),
+    Rule("cond_noise.P_std", _num(lambda v: v > 0), "> 0", "log-normal std of the level"),
+    Rule("model.cfg_dropout", _num(lambda v: 0 <= v < 1), "[0, 1)", "CFG dropout rate"),
+    Rule("data.num_frames", _int(lambda v: v >= 2), "an integer >= 2", "frames per clip"),
+    Rule("data.height", _int(lambda v: v >= 8 and v % 8 == 0), "a multiple of 8, >= 8", ""),
+    Rule("data.width", _int(lambda v: v >= 8 and v % 8 == 0), "a multiple of 8, >= 8", ""),
+    Rule("data.batch_size", _int(lambda v: v >= 1), "an integer >= 1", "per-device batch"),
+    Rule("data.num_workers", _int(lambda v: v >= 0), "an integer >= 0", ""),
+    Rule("optimizer.lr", _num(lambda v: v > 0), "> 0", "learning rate"),
+    Rule("trainer.max_steps", _int(lambda v: v == -1 or v >= 1), "-1 or an integer >= 1", ""),
+    Rule("sampler.num_steps", _int(lambda v: v >= 1), "an integer >= 1", "sampling steps"),
+    Rule("sampler.min_guidance", _num(lambda v: v >= 0), ">= 0", "first frame's CFG scale"),
+    Rule("sampler.max_guidance", _num(lambda v: v >= 0), ">= 0", "last frame's CFG scale"),
+    Rule("sampler.eta", _num(lambda v: 0 <= v <= 1), "[0, 1]", "DDIM stochasticity"),
+)
+
+
+def _start_point_rule(cfg: DictConfig) -> Rule | None:
+    """The allowed range of the start point M depends on the model's schedule family."""
+    target = str(OmegaConf.select(cfg, "model.schedule._target_", default="") or "")
+    if target.endswith("EDMSchedule"):
+        lo = OmegaConf.select(cfg, "model.schedule.sigma_min", default=0.002)
+        return Rule("sampler.M", _num(lambda v: v > lo), f"> sigma_min = {lo} (EDM sigma_max)")
+    if target.endswith("VPSchedule"):
+        T = OmegaConf.select(cfg, "model.schedule.T", default=1000)
+        return Rule("sampler.M", _int(lambda v: 0 < v <= T), f"an integer step in (0, T = {T}]")
+    if target.endswith("FlowSchedule"):
+        return Rule("sampler.M", _num(lambda v: 0 < v <= 1), "(0, 1] (flow time)")
+    return None
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError listing every present key whose value is out of range."""
+    rules = list(RULES)
+    start = _start_point_rule(cfg)
+    if start is not None:
+        rules.append(start)
+    problems = []
+    for rule in rules:
+        if OmegaConf.select(cfg, rule.key, default="__absent__") == "__absent__":
+            continue
+        value = OmegaConf.select(cfg, rule.key)
+        if value is None and rule.key == "sampler.M":
+            continue  # None: start at the schedule's full start
+        if not rule.ok(value):
+            why = f" ({rule.meaning})" if rule.meaning else ""
+            problems.append(f"  {rule.key}={value!r} is out of range; allowed: {rule.allowed}{why}")
+    if problems:
+        raise ConfigError("invalid config values:\n" + "\n".join(problems))

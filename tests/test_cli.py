@@ -1,0 +1,77 @@
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cil_lightning.cli import TASKS, main
+
+
+def run_cli(*args, timeout=120):
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    return subprocess.run(
+        [sys.executable, "-m", "cil_lightning", *args],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = (
+        "import sys, runpy; sys.argv = ['cil_lightning', '--help'];\n"
+        "try:\n    runpy.run_module('cil_lightning', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "heavy = [m for m in ('torch', 'lightning', 'hydra', 'diffusers') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert out.returncode == 0, out.stderr
+    for task in ("train", "sample", "evaluate", "stats"):
+        assert task in out.stdout
+    assert elapsed < 2.0, f"--help took {elapsed:.2f} s"
+
+
+@pytest.mark.parametrize("task", [t for t, (module, _) in TASKS.items() if module is None])
+def test_unavailable_tasks_exit_2_and_say_so(task, capsys):
+    assert main([task]) == 2
+    assert "not available yet" in capsys.readouterr().err
+
+
+def test_unknown_task_exits_2(capsys):
+    assert main(["trian"]) == 2
+    assert "unknown task 'trian'" in capsys.readouterr().err
+
+
+def test_bad_value_fails_before_any_model_is_built():
+    start = time.perf_counter()
+    out = run_cli("train", "cond_noise.beta_m=-1", "logger=none", "callbacks=none")
+    elapsed = time.perf_counter() - start
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "cond_noise.beta_m=-1" in text and "allowed: > 0" in text
+    # Nothing was built: no Lightning banner, no model summary, no seed message.
+    assert "Seed set" not in text and "Trainable params" not in text
+    assert elapsed < 30
+
+
+def test_train_task_word_is_visible_to_ddp_children(tmp_path):
+    """Inside the task, sys.argv[1] is the task word (Lightning relaunches with sys.argv[1:])."""
+    from cil_lightning.tasks import run_hydra_task
+
+    seen = {}
+
+    def fn(cfg):
+        seen["argv"] = list(sys.argv)
+        seen["task_name"] = cfg.task_name
+
+    saved = list(sys.argv)
+    try:
+        sys.argv = ["cil_lightning", "train", f"hydra.run.dir={tmp_path}"]
+        run_hydra_task("train", [f"hydra.run.dir={tmp_path}"], fn)
+        assert sys.argv == ["cil_lightning", "train", f"hydra.run.dir={tmp_path}"]
+    finally:
+        sys.argv = saved
+    assert seen["argv"][1:] == ["train", f"hydra.run.dir={tmp_path}"]
+    assert seen["task_name"] == "train"
