@@ -44,9 +44,12 @@ def test_unknown_task_exits_2(capsys):
     assert "unknown task 'trian'" in capsys.readouterr().err
 
 
-def test_bad_value_fails_before_any_model_is_built():
+def test_bad_value_fails_before_any_model_is_built(tmp_path):
     start = time.perf_counter()
-    out = run_cli("train", "cond_noise.beta_m=-1", "logger=none", "callbacks=none")
+    out = run_cli(
+        "train", "cond_noise.beta_m=-1", "logger=none", "callbacks=none",
+        f"hydra.run.dir={tmp_path}",
+    )
     elapsed = time.perf_counter() - start
     assert out.returncode != 0
     text = out.stdout + out.stderr

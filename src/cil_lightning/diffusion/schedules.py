@@ -238,8 +238,8 @@ class VPSchedule(Schedule):
         """Rows (abar, alpha, sigma) at steps ``t`` (float rounded to the nearest step): [3, *t]."""
         if t.device not in self._tables:
             self._tables[t.device] = self._table_cpu.to(t.device)
-        # floor(t + 1.5) = round(t) + 1 for t >= -1; cheaper than round() on CPU.
-        idx = (t + 1.5).long() if t.is_floating_point() else t + 1
+        # floor(t + 1.5) = round(t) + 1 (ties up) for t >= -1; cheaper than round() on CPU.
+        idx = (t + 1.5).long() if t.is_floating_point() else t.long() + 1
         return self._tables[t.device].index_select(1, idx.reshape(-1)).view(3, *t.shape)
 
     def abar(self, t: Tensor) -> Tensor:

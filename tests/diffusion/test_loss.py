@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from cil_lightning.diffusion.cond_noise import TimeNoise
+from cil_lightning.diffusion.loss import denoising_loss, loss_weight
+from cil_lightning.diffusion.rng import randn
+from cil_lightning.diffusion.schedules import EDMSchedule, FlowSchedule, VPSchedule
+
+
+def _pairs():
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(16, 10, generator=g)
+    x0_hat = x0 + 0.3 * torch.randn(16, 10, generator=g)
+    eps = torch.randn(16, 10, generator=g)
+    return x0, x0_hat, eps
+
+
+@pytest.mark.parametrize(
+    "schedule, kind",
+    [(VPSchedule(), "eps"), (VPSchedule(prediction="v"), "v"), (FlowSchedule(), "flow")],
+)
+def test_weighting_turns_x0_mse_into_the_family_objective(schedule, kind):
+    x0, x0_hat, eps = _pairs()
+    t = schedule.sample_training_time(16, generator=torch.Generator().manual_seed(1))
+    a, s = (v[:, None].double() for v in schedule.alpha_sigma(t))
+    x0, x0_hat, eps = x0.double(), x0_hat.double(), eps.double()
+    x_t = a * x0 + s * eps
+    eps_hat = (x_t - a * x0_hat) / s
+    if kind == "eps":
+        target, pred = eps, eps_hat
+    elif kind == "v":
+        target, pred = a * eps - s * x0, a * eps_hat - s * x0_hat
+    else:
+        target, pred = eps - x0, eps_hat - x0_hat
+    direct = (pred - target).pow(2).mean(1)
+    via_x0 = loss_weight(kind, a[:, 0], s[:, 0]) * (x0_hat - x0).pow(2).mean(1)
+    torch.testing.assert_close(via_x0, direct)
+
+
+def test_edm_weighting_closed_form():
+    sigma = torch.tensor([0.1, 1.0, 10.0])
+    w = loss_weight("edm", torch.ones(3), sigma, sigma_data=0.5)
+    torch.testing.assert_close(w, (sigma**2 + 0.25) / (sigma * 0.5) ** 2)
+    with pytest.raises(ValueError, match="weighting"):
+        loss_weight("l1", torch.ones(1), torch.ones(1))
+
+
+class RecordingAdapter:
+    """Stands in for a model adapter: records what the loss feeds it, predicts a fixed x0."""
+
+    def __init__(self, prediction):
+        self.prediction, self.seen = prediction, {}
+
+    def training_condition(self, cond, t_norm, cond_noise, generator=None):
+        noisy, beta = cond_noise.apply(cond, t_norm, generator=generator)
+        self.seen.update(t_norm=t_norm, beta=beta, cond=noisy)
+        return noisy
+
+    def __call__(self, x_t, t, cond):
+        self.seen.update(x_t=x_t, t=t)
+        return self.prediction
+
+
+@pytest.mark.parametrize("schedule", [EDMSchedule(), VPSchedule(), FlowSchedule()])
+def test_loss_draws_in_order_noises_condition_at_own_time_and_scores(schedule):
+    B = 6
+    g0 = torch.Generator().manual_seed(3)
+    x0 = torch.randn(B, 4, 3, 5, 5, generator=g0)
+    cond = torch.randn(B, 3, 5, 5, generator=g0)
+    pred = x0 + 0.1
+    adapter = RecordingAdapter(pred)
+    tn = TimeNoise(beta_m=15.0, a=1.0)
+    loss = denoising_loss(
+        adapter, schedule, x0, cond, tn, weighting="edm" if schedule.family == "edm" else "eps",
+        generator=torch.Generator().manual_seed(11),
+    )
+    # Replay the same draws by hand: t, then beta and the condition noise, then eps.
+    g = torch.Generator().manual_seed(11)
+    t = schedule.sample_training_time(B, generator=g)
+    t_norm = schedule.normalized_time(t)
+    cond_noisy, beta = tn.apply(cond, t_norm, generator=g)
+    eps = randn(x0.shape, g)
+    a, s = schedule.alpha_sigma(t)
+    torch.testing.assert_close(adapter.seen["t"], t)
+    torch.testing.assert_close(adapter.seen["t_norm"], t_norm)
+    torch.testing.assert_close(adapter.seen["beta"], beta)
+    torch.testing.assert_close(adapter.seen["cond"], cond_noisy)
+    x_t = a.view(-1, 1, 1, 1, 1) * x0 + s.view(-1, 1, 1, 1, 1) * eps
+    torch.testing.assert_close(adapter.seen["x_t"], x_t)
+    kind = "edm" if schedule.family == "edm" else "eps"
+    expected = loss_weight(kind, a, s, getattr(schedule, "sigma_data", 1.0)) * 0.01
+    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-6)
+    assert loss.shape == (B,)
