@@ -14,9 +14,10 @@ from pathlib import Path
 # task -> (module under cil_lightning.tasks, or None while it is not available; one-line summary)
 TASKS: dict[str, tuple[str | None, str]] = {
     "train": ("train", "train an image-to-video denoiser (TimeNoise on the condition)"),
-    "sample": (None, "generate videos from images, optionally with Analytic-Init"),
-    "evaluate": (None, "compute FVD / IS / motion score / CLIP metrics on folders of videos"),
-    "stats": (None, "estimate Analytic-Init latent statistics from a data set"),
+    "sample": ("sample", "generate videos from images, optionally with Analytic-Init"),
+    "evaluate": ("evaluate", "compute FVD / IS / motion score / CLIP metrics on folders of videos"),
+    "stats": ("stats", "estimate Analytic-Init latent statistics from a data set"),
+    "export": ("export", "write a trained (EMA) UNet as a diffusers pipeline folder"),
 }
 
 USAGE = """usage: python -m cil_lightning <task> [hydra overrides ...]

@@ -434,3 +434,19 @@ def analytic_init(
     work = torch.promote_types(dtype, torch.float32)
     mean = mean.to(device=eps.device, dtype=work)
     return (mean + std * eps.to(work)).to(dtype)
+
+
+def load_stats(path: str | os.PathLike) -> LatentStats:
+    """Statistics from a file: our safetensors format, or a reference ``torch.save`` dict.
+
+    Raises FileNotFoundError naming the path when it does not exist.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"Analytic-Init statistics file {path!r} not found; write one with "
+            "`python -m cil_lightning stats` or give a reference-format .pt file"
+        )
+    if path.endswith(".safetensors"):
+        return LatentStats.load(path)
+    return LatentStats.from_reference(path)

@@ -20,6 +20,7 @@ channels to every frame, an image embedding through cross-attention, and
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +40,7 @@ class SVDCondition:
         fps: frames per second of the clip [B] (SVD feeds fps - 1).
         motion_bucket_id: SVD's motion conditioning [B].
         noise_level: condition-noise level beta [B] (the third ``added_time_ids`` entry).
+        image: the condition frame [B, 3, H, W] in [-1, 1], kept for pixel-space noising.
     """
 
     latent: Tensor
@@ -46,6 +48,7 @@ class SVDCondition:
     fps: Tensor
     motion_bucket_id: Tensor
     noise_level: Tensor
+    image: Tensor | None = None
 
     def unconditional(self) -> SVDCondition:
         """The null condition of classifier-free guidance: latent and embedding zeroed together."""
@@ -53,7 +56,9 @@ class SVDCondition:
 
     def repeat(self, n: int) -> SVDCondition:
         """Each sample repeated ``n`` times along the batch (several seeds per condition)."""
-        return SVDCondition(*(v.repeat_interleave(n, dim=0) for v in vars(self).values()))
+        return SVDCondition(
+            *(None if v is None else v.repeat_interleave(n, dim=0) for v in vars(self).values())
+        )
 
 
 class SVDDenoiser(nn.Module):
@@ -61,14 +66,24 @@ class SVDDenoiser(nn.Module):
 
     Args:
         unet: a ``UNetSpatioTemporalConditionModel`` with ``in_channels = 2 * latent channels``.
-        image_encoder: maps the condition frame [B, 3, H, W] in [-1, 1] to [B, 1, D].
+        image_encoder: maps the condition frame [B, 3, H, W] in [-1, 1] to [B, 1, D]
+            (``CLIPImageEmbedder`` for real SVD, ``TinyImageEncoder`` for the pixel-space slice).
         schedule: the EDM schedule (its ``sigma_data`` is the preconditioning's).
-        vae: maps frames to latents and back; None means the model works in pixel space.
+        vae: an ``AutoencoderKLTemporalDecoder``; None means the model works in pixel space.
         fps: default fps fed when a batch carries none (SVD: 7).
         motion_bucket_id: default motion bucket (SVD default 127; the reference fine-tunes at 20).
         cfg_dropout: probability that a training sample's condition latent and embedding are both
             zeroed (classifier-free guidance; METHOD.md section 5 uses 0.1 for SVD).
         noise_embed: also noise the image embedding, with its own draw (the reference SVD does not).
+        noise_space: ``"latent"`` noises the unscaled condition latent (TimeNoise as the reference
+            SVD code does); ``"pixel"`` noises the condition frame before the VAE, as SVD's own
+            augmentation does (the ``svd_svdaug`` baseline).
+        freeze_vae, freeze_image_encoder: keep those out of the optimiser (SVD fine-tuning does).
+        gradient_checkpointing: recompute UNet activations in the backward pass.
+        cache_latents: keep each clip's VAE posterior (mean, std) by clip name, so the VAE encoder
+            runs once per clip; valid only when a name always decodes to the same frames (no
+            random crops, flips or frame offsets).
+        decode_chunk_size: frames decoded at once by the temporal VAE decoder.
     """
 
     def __init__(
@@ -81,6 +96,12 @@ class SVDDenoiser(nn.Module):
         motion_bucket_id: float = 127.0,
         cfg_dropout: float = 0.1,
         noise_embed: bool = False,
+        noise_space: str = "latent",
+        freeze_vae: bool = True,
+        freeze_image_encoder: bool = True,
+        gradient_checkpointing: bool = False,
+        cache_latents: bool = False,
+        decode_chunk_size: int = 14,
     ) -> None:
         super().__init__()
         if not 0.0 <= cfg_dropout < 1.0:
@@ -88,46 +109,110 @@ class SVDDenoiser(nn.Module):
         self.unet, self.image_encoder, self.vae = unet, image_encoder, vae
         self.schedule = schedule
         self.fps, self.motion_bucket_id = float(fps), float(motion_bucket_id)
+        if noise_space not in ("latent", "pixel"):
+            raise ValueError(f"noise_space must be 'latent' or 'pixel', got {noise_space!r}")
         self.cfg_dropout, self.noise_embed = float(cfg_dropout), bool(noise_embed)
+        self.noise_space = noise_space
+        self.cache_latents, self.decode_chunk_size = bool(cache_latents), int(decode_chunk_size)
+        self._latent_cache: dict[str, tuple[Tensor, Tensor]] = {}
+        if vae is not None and freeze_vae:
+            vae.requires_grad_(False).eval()
+        if freeze_image_encoder:
+            image_encoder.requires_grad_(False).eval()
+        if gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
 
     @property
     def sigma_data(self) -> float:
         return self.schedule.sigma_data
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """The parameters the optimiser owns: everything but a frozen VAE."""
-        skip = set() if self.vae is None else {id(p) for p in self.vae.parameters()}
-        return [p for p in self.parameters() if p.requires_grad and id(p) not in skip]
+    @property
+    def scaling_factor(self) -> float:
+        return 1.0 if self.vae is None else float(self.vae.config.scaling_factor)
 
-    def encode_video(self, video: Tensor) -> Tensor:
-        """Frames [B, F, 3, H, W] in [-1, 1] -> latents [B, F, C, h, w]."""
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters the optimiser owns (frozen VAE and image encoder excluded)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        # Frozen encoders stay in eval mode whatever Lightning asks of the module.
+        for module in (self.vae, self.image_encoder):
+            if module is not None and not any(p.requires_grad for p in module.parameters()):
+                module.eval()
+        return self
+
+    def _posterior(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """VAE posterior (mean, std) of frames [N, 3, H, W] in [-1, 1], each [N, C, h, w]."""
+        dist = self.vae.encode(frames.to(self.vae.dtype)).latent_dist
+        return dist.mean, dist.std
+
+    @torch.no_grad()
+    def encode_video(self, video: Tensor, names: list[str] | None = None) -> Tensor:
+        """Frames [B, F, 3, H, W] in [-1, 1] -> scaled latents [B, F, C, h, w].
+
+        A sample of the VAE posterior times the VAE scaling factor (SVD training convention).
+        With ``cache_latents`` and ``names``, each clip's posterior is computed once.
+        """
         if self.vae is None:
             return video
-        raise NotImplementedError("latent-space SVD arrives with the SVD adapter issue")
+        B, F = video.shape[:2]
+        if self.cache_latents and names is not None:
+            missing = [i for i, n in enumerate(names) if n not in self._latent_cache]
+            if missing:
+                mean, std = self._posterior(video[missing].flatten(0, 1))
+                for j, i in enumerate(missing):
+                    sl = slice(j * F, (j + 1) * F)
+                    self._latent_cache[names[i]] = (mean[sl].cpu(), std[sl].cpu())
+            mean = torch.stack([self._latent_cache[n][0] for n in names]).to(video.device)
+            std = torch.stack([self._latent_cache[n][1] for n in names]).to(video.device)
+            mean, std = mean.flatten(0, 1), std.flatten(0, 1)
+        else:
+            mean, std = self._posterior(video.flatten(0, 1))
+        z = mean + std * torch.randn_like(mean)
+        return (z * self.scaling_factor).unflatten(0, (B, F)).float()
 
+    @torch.no_grad()
     def decode_video(self, latents: Tensor) -> Tensor:
-        """Latents [B, F, C, h, w] -> frames [B, F, 3, H, W] in [-1, 1]."""
+        """Scaled latents [B, F, C, h, w] -> frames [B, F, 3, H, W] in [-1, 1]."""
         if self.vae is None:
             return latents.clamp(-1, 1)
-        raise NotImplementedError("latent-space SVD arrives with the SVD adapter issue")
+        B, F = latents.shape[:2]
+        z = (latents / self.scaling_factor).flatten(0, 1).to(self.vae.dtype)
+        frames = []
+        for i in range(0, z.shape[0], self.decode_chunk_size):
+            chunk = z[i : i + self.decode_chunk_size]
+            frames.append(self.vae.decode(chunk, num_frames=chunk.shape[0]).sample)
+        return torch.cat(frames).unflatten(0, (B, F)).float().clamp(-1, 1)
 
     def encode_condition(
         self, cond_frame: Tensor, fps: Tensor | None = None, motion_bucket_id: Tensor | None = None
     ) -> SVDCondition:
-        """Clean condition for frames [B, 3, H, W] in [-1, 1]."""
+        """Clean condition for frames [B, 3, H, W] in [-1, 1].
+
+        The latent is the VAE posterior *mode*, unscaled (SVD's convention for the condition).
+        """
         B, device = cond_frame.shape[0], cond_frame.device
-        latent = self.encode_video(cond_frame[:, None])[:, 0]
+        if self.vae is None:
+            latent = cond_frame
+        else:
+            with torch.no_grad():
+                latent = self._posterior(cond_frame)[0].float()
 
         def _per_sample(v: Tensor | None, default: float) -> Tensor:
-            v = torch.full((B,), default) if v is None else v
-            return v.to(device=device, dtype=torch.float32).reshape(B)
+            v = torch.full((B,), default) if v is None else torch.as_tensor(v)
+            return v.to(device=device, dtype=torch.float32).expand(B).clone()
 
+        frozen = not any(p.requires_grad for p in self.image_encoder.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            embed = self.image_encoder(cond_frame).float()
         return SVDCondition(
             latent=latent,
-            embed=self.image_encoder(cond_frame),
+            embed=embed,
             fps=_per_sample(fps, self.fps),
             motion_bucket_id=_per_sample(motion_bucket_id, self.motion_bucket_id),
             noise_level=torch.zeros(B, device=device),
+            image=cond_frame,
         )
 
     def training_condition(
@@ -137,7 +222,12 @@ class SVDDenoiser(nn.Module):
 
         The level beta goes into the noise slot of ``added_time_ids``, as the reference SVD does.
         """
-        latent, beta = cond_noise.apply(cond.latent, t_norm, generator=generator)
+        if self.noise_space == "pixel" and self.vae is not None:
+            image, beta = cond_noise.apply(cond.image, t_norm, generator=generator)
+            with torch.no_grad():
+                latent = self._posterior(image)[0].float()
+        else:
+            latent, beta = cond_noise.apply(cond.latent, t_norm, generator=generator)
         embed = cond.embed
         if self.noise_embed:
             embed, _ = cond_noise.apply(embed, t_norm, generator=generator)
@@ -179,6 +269,138 @@ def _bernoulli_keep(n: int, p_keep: float, generator: Generator, device) -> Tens
     else:
         u = torch.stack([torch.rand((), generator=g, device=g.device) for g in generator])
     return (u.to(device) < p_keep).float()
+
+
+class CLIPImageEmbedder(nn.Module):
+    """SVD's image conditioning: CLIP image embedding of the condition frame, [B, 1, D].
+
+    Preprocessing as diffusers' ``StableVideoDiffusionPipeline._encode_image``: anti-aliased
+    resize to the CLIP input size, then CLIP's mean / std normalisation, all in torch.
+
+    Args:
+        clip: a transformers ``CLIPVisionModelWithProjection``.
+        image_mean, image_std: the image processor's normalisation (3 values each).
+    """
+
+    def __init__(self, clip: nn.Module, image_mean, image_std) -> None:
+        super().__init__()
+        self.clip = clip
+        self.size = int(clip.config.image_size)
+        self.register_buffer("mean", torch.tensor(image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(image_std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: Tensor) -> Tensor:
+        from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
+            _resize_with_antialiasing,
+        )
+
+        if tuple(image.shape[-2:]) != (self.size, self.size):
+            image = _resize_with_antialiasing(image.float(), (self.size, self.size))
+        image = ((image + 1.0) / 2.0 - self.mean) / self.std
+        dtype = next(self.clip.parameters()).dtype
+        return self.clip(image.to(dtype)).image_embeds[:, None]
+
+
+# Files a diffusers-layout SVD folder must hold (weights may also be the ``.fp16`` variant).
+SVD_LAYOUT = {
+    "unet": ("config.json", "diffusion_pytorch_model.safetensors"),
+    "vae": ("config.json", "diffusion_pytorch_model.safetensors"),
+    "image_encoder": ("config.json", "model.safetensors"),
+    "feature_extractor": ("preprocessor_config.json",),
+}
+
+
+def check_svd_folder(path: str | Path) -> str | None:
+    """Check a local SVD folder; return the weights variant (None or ``"fp16"``).
+
+    Raises FileNotFoundError naming the first missing file and the layout expected.
+    """
+    root = Path(path).expanduser()
+    layout = "\n".join(f"  {sub}/{', '.join(files)}" for sub, files in SVD_LAYOUT.items())
+    expected = (
+        f"expected a diffusers-layout Stable Video Diffusion folder (as "
+        f"stabilityai/stable-video-diffusion-img2vid or -img2vid-xt, downloaded beforehand) with:\n"
+        f"{layout}\n(weights may be the .fp16.safetensors variant); set model.pretrained_path"
+    )
+    if not root.is_dir():
+        raise FileNotFoundError(f"model.pretrained_path={str(path)!r} is not a folder; {expected}")
+    variant = None
+    for sub, files in SVD_LAYOUT.items():
+        for name in files:
+            file = root / sub / name
+            fp16 = file.with_name(name.replace(".safetensors", ".fp16.safetensors"))
+            if file.is_file():
+                continue
+            if name.endswith(".safetensors") and fp16.is_file():
+                variant = "fp16"
+                continue
+            raise FileNotFoundError(f"missing {file}; {expected}")
+    return variant
+
+
+def load_svd(
+    pretrained_path: str,
+    schedule: EDMSchedule | None = None,
+    dtype: str = "float32",
+    **kwargs,
+) -> SVDDenoiser:
+    """Load SVD (UNet, temporal VAE, CLIP image encoder) from a local diffusers-layout folder.
+
+    Offline only: ``local_files_only=True``; a missing file fails with the path and the layout.
+    ``kwargs`` go to :class:`SVDDenoiser` (fps, motion_bucket_id, cfg_dropout, ...).
+    """
+    variant = check_svd_folder(pretrained_path)
+    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    torch_dtype = getattr(torch, dtype)
+    common = {"local_files_only": True, "variant": variant, "torch_dtype": torch_dtype}
+    unet = UNetSpatioTemporalConditionModel.from_pretrained(
+        pretrained_path, subfolder="unet", **common
+    )
+    vae = AutoencoderKLTemporalDecoder.from_pretrained(pretrained_path, subfolder="vae", **common)
+    clip = CLIPVisionModelWithProjection.from_pretrained(
+        pretrained_path, subfolder="image_encoder", **common
+    )
+    processor = CLIPImageProcessor.from_pretrained(
+        pretrained_path, subfolder="feature_extractor", local_files_only=True
+    )
+    return SVDDenoiser(
+        unet=unet,
+        image_encoder=CLIPImageEmbedder(clip, processor.image_mean, processor.image_std),
+        schedule=schedule if schedule is not None else EDMSchedule(sigma_max=700.0),
+        vae=vae,
+        **kwargs,
+    )
+
+
+def to_pipeline(denoiser: SVDDenoiser, unet: nn.Module | None = None):
+    """A diffusers ``StableVideoDiffusionPipeline`` built from the adapter's own components.
+
+    ``unet`` replaces the adapter's (e.g. its EMA copy). The scheduler is SVD's: Euler with
+    Karras sigmas between the schedule's sigma_min and sigma_max, v-prediction.
+    """
+    from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
+    from transformers import CLIPImageProcessor
+
+    if denoiser.vae is None or not isinstance(denoiser.image_encoder, CLIPImageEmbedder):
+        raise ValueError("only a latent-space SVD adapter with a CLIP image encoder exports")
+    enc = denoiser.image_encoder
+    schedule = denoiser.schedule
+    scheduler = EulerDiscreteScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+        interpolation_type="linear", num_train_timesteps=1000, prediction_type="v_prediction",
+        sigma_max=schedule.sigma_max, sigma_min=schedule.sigma_min, steps_offset=1,
+        timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True,
+    )
+    processor = CLIPImageProcessor(
+        crop_size=enc.size, size=enc.size, image_mean=enc.mean.flatten().tolist(),
+        image_std=enc.std.flatten().tolist(),
+    )
+    return StableVideoDiffusionPipeline(
+        vae=denoiser.vae, image_encoder=enc.clip, unet=unet if unet is not None else denoiser.unet,
+        scheduler=scheduler, feature_extractor=processor,
+    )
 
 
 def fsdp_auto_wrap_policy():

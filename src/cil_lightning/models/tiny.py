@@ -30,8 +30,9 @@ def tiny_unet(
     return UNetSpatioTemporalConditionModel(
         in_channels=2 * latent_channels,  # noisy latent + condition latent, concatenated
         out_channels=latent_channels,
-        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+        # Attention only at the coarser level: at full resolution it would cost most of a CPU step.
+        down_block_types=("DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"),
+        up_block_types=("CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal"),
         block_out_channels=tuple(block_out_channels),
         layers_per_block=layers_per_block,
         cross_attention_dim=cross_attention_dim,
@@ -98,4 +99,67 @@ def tiny_pixel_svd(
         motion_bucket_id=motion_bucket_id,
         cfg_dropout=cfg_dropout,
         noise_embed=noise_embed,
+        freeze_image_encoder=False,  # the small encoder learns with the UNet
+    )
+
+
+def tiny_svd(
+    schedule: EDMSchedule | None = None,
+    block_out_channels: Sequence[int] = (32, 64),
+    layers_per_block: int = 1,
+    num_attention_heads: Sequence[int] = (2, 4),
+    clip_hidden_size: int = 32,
+    clip_image_size: int = 32,
+    seed: int | None = 0,
+    **kwargs,
+) -> SVDDenoiser:
+    """Tiny random Stable Video Diffusion: the real UNet, temporal VAE and CLIP vision classes.
+
+    Latent space with 4 channels and a VAE downsampling of 2 (diffusers' SVD test sizes), so a
+    32x32 video has 16x16 latents. ``kwargs`` go to :class:`SVDDenoiser`.
+    """
+    from diffusers import AutoencoderKLTemporalDecoder
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from .svd import CLIPImageEmbedder
+
+    with torch.random.fork_rng(enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        unet = tiny_unet(
+            latent_channels=4,
+            block_out_channels=block_out_channels,
+            layers_per_block=layers_per_block,
+            cross_attention_dim=clip_hidden_size,
+            num_attention_heads=num_attention_heads,
+        )
+        vae = AutoencoderKLTemporalDecoder(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            latent_channels=4,
+        )
+        clip = CLIPVisionModelWithProjection(
+            CLIPVisionConfig(
+                hidden_size=clip_hidden_size,
+                projection_dim=clip_hidden_size,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                image_size=clip_image_size,
+                intermediate_size=37,
+                patch_size=4,
+            )
+        )
+    # OpenAI CLIP normalisation, as SVD's feature_extractor.
+    embedder = CLIPImageEmbedder(
+        clip, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    )
+    return SVDDenoiser(
+        unet=unet,
+        image_encoder=embedder,
+        schedule=schedule if schedule is not None else EDMSchedule(sigma_max=700.0),
+        vae=vae,
+        **kwargs,
     )

@@ -1,0 +1,36 @@
+"""Rebuild a trained adapter from a Lightning checkpoint alone (for ``sample`` and ``export``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_KEY = "cil_lightning_config"
+
+
+def load_denoiser(ckpt_path: str | Path, use_ema: bool = True):
+    """(denoiser, run_config) from a training checkpoint.
+
+    The model is rebuilt from the run config stored in the checkpoint and its weights loaded;
+    with ``use_ema`` and an EMA in the checkpoint, the UNet gets the EMA weights.
+    """
+    from hydra.utils import instantiate
+
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt={str(ckpt_path)!r}: no such checkpoint file")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if CONFIG_KEY not in ckpt:
+        raise ValueError(f"{path} holds no run config (key {CONFIG_KEY!r}); was it written by train?")
+    run_cfg: DictConfig = OmegaConf.create(ckpt[CONFIG_KEY])
+    denoiser = instantiate(run_cfg.model)
+    state = ckpt["state_dict"]
+    own = {k.removeprefix("denoiser."): v for k, v in state.items() if k.startswith("denoiser.")}
+    denoiser.load_state_dict(own)
+    ema = {k.removeprefix("ema.module."): v for k, v in state.items() if k.startswith("ema.module.")}
+    if use_ema and ema:
+        denoiser.unet.load_state_dict(ema)
+    return denoiser.eval(), run_cfg
+
