@@ -30,10 +30,14 @@ test-full: $(STAMP) ## every test, slow and GPU ones included (GPU tests need a 
 	$(PY) -m pytest -q -m ''
 
 lint: $(STAMP) ## ruff
-	$(PY) -m ruff check src tests
-	$(PY) -m ruff format --check src tests
+	$(PY) -m ruff check src tests bench data
+	$(PY) -m ruff format --check src tests bench data
+
+bench: $(STAMP) ## CPU benchmarks: decoding, and the training step against a bare loop
+	$(PY) bench/bench_decode.py --out bench/results/decode_cpu.md
+	$(PY) bench/bench_train_step.py
 
 clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
 
-.PHONY: help install train test test-full lint clean
+.PHONY: help install train test test-full lint bench clean

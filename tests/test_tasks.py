@@ -14,8 +14,13 @@ from cil_lightning.diffusion.analytic_init import LatentStats
 
 def cli(*args, timeout=600):
     env = {**os.environ, "WANDB_MODE": "offline"}
-    out = subprocess.run([sys.executable, "-m", "cil_lightning", *args],
-                         capture_output=True, text=True, timeout=timeout, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "cil_lightning", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
 
@@ -24,9 +29,16 @@ def cli(*args, timeout=600):
 def trained(tmp_path_factory):
     """A few steps of svd_tiny_timenoise (with EMA), at 4 frames of 32x32."""
     run = tmp_path_factory.mktemp("train") / "run"
-    cli("train", "+experiment=svd_tiny_timenoise", f"hydra.run.dir={run}", "logger=csv",
-        "trainer.max_steps=3", "data.num_frames=4", "sampler.num_steps=2",
-        "callbacks.model_checkpoint.every_n_train_steps=3")
+    cli(
+        "train",
+        "+experiment=svd_tiny_timenoise",
+        f"hydra.run.dir={run}",
+        "logger=csv",
+        "trainer.max_steps=3",
+        "data.num_frames=4",
+        "sampler.num_steps=2",
+        "callbacks.model_checkpoint.every_n_train_steps=3",
+    )
     return run
 
 
@@ -42,8 +54,14 @@ def test_checkpoint_carries_config_and_ema(trained):
 
 def test_stats_file_is_accepted_by_sample(trained, tmp_path):
     stats_path = tmp_path / "stats.safetensors"
-    cli("stats", "model=svd_tiny", "data.num_frames=4", "max_batches=3", f"out={stats_path}",
-        f"hydra.run.dir={tmp_path / 'stats'}")
+    cli(
+        "stats",
+        "model=svd_tiny",
+        "data.num_frames=4",
+        "max_batches=3",
+        f"out={stats_path}",
+        f"hydra.run.dir={tmp_path / 'stats'}",
+    )
     stats = LatentStats.load(stats_path)
     assert stats.count == 12 and tuple(stats.shape) == (4, 4, 16, 16)
     assert stats.metadata["layout"] == "FCHW"
@@ -55,9 +73,16 @@ def test_stats_file_is_accepted_by_sample(trained, tmp_path):
     Image.new("RGB", (48, 40), (200, 30, 60)).save(images / "red.png")
     Image.new("RGB", (40, 40), (10, 90, 220)).save(images / "blue.jpg")
     out = tmp_path / "sample"
-    cli("sample", f"images={images}", f"ckpt={trained / 'checkpoints' / 'last.ckpt'}",
-        f"sampler.stats={stats_path}", "sampler.M=100", "sampler.num_steps=2", "seeds=[0,3]",
-        f"hydra.run.dir={out}")
+    cli(
+        "sample",
+        f"images={images}",
+        f"ckpt={trained / 'checkpoints' / 'last.ckpt'}",
+        f"sampler.stats={stats_path}",
+        "sampler.M=100",
+        "sampler.num_steps=2",
+        "seeds=[0,3]",
+        f"hydra.run.dir={out}",
+    )
     record = json.loads((out / "record.json").read_text())
     assert record["analytic_init"]["count"] == 12 and record["sampler"]["M"] == 100
     assert len(record["outputs"]) == 4 and record["num_frames"] == 4
@@ -73,28 +98,51 @@ def test_sample_rejects_stats_of_another_shape(trained, tmp_path):
     Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
     env = {**os.environ}
     out = subprocess.run(
-        [sys.executable, "-m", "cil_lightning", "sample", f"images={tmp_path / 'a.png'}",
-         f"ckpt={trained / 'checkpoints' / 'last.ckpt'}", f"sampler.stats={stats_path}",
-         "sampler.num_steps=1", f"hydra.run.dir={tmp_path / 'o'}"],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            sys.executable,
+            "-m",
+            "cil_lightning",
+            "sample",
+            f"images={tmp_path / 'a.png'}",
+            f"ckpt={trained / 'checkpoints' / 'last.ckpt'}",
+            f"sampler.stats={stats_path}",
+            "sampler.num_steps=1",
+            f"hydra.run.dir={tmp_path / 'o'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert out.returncode != 0
-    assert "sampler.stats" in out.stderr + out.stdout and "(5, 4, 16, 16)" in out.stderr + out.stdout
+    assert (
+        "sampler.stats" in out.stderr + out.stdout and "(5, 4, 16, 16)" in out.stderr + out.stdout
+    )
 
 
 def test_exported_unet_loads_in_the_stock_pipeline(trained, tmp_path):
     from diffusers import StableVideoDiffusionPipeline
 
     out = tmp_path / "export"
-    cli("export", f"ckpt={trained / 'checkpoints' / 'last.ckpt'}", f"out={out}",
-        f"hydra.run.dir={tmp_path / 'e'}")
+    cli(
+        "export",
+        f"ckpt={trained / 'checkpoints' / 'last.ckpt'}",
+        f"out={out}",
+        f"hydra.run.dir={tmp_path / 'e'}",
+    )
     pipe = StableVideoDiffusionPipeline.from_pretrained(out, local_files_only=True)
     ckpt = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     name, param = next(iter(pipe.unet.state_dict().items()))
     torch.testing.assert_close(param, ckpt["state_dict"]["ema.module." + name])  # the EMA UNet
     frames = pipe(
-        torch.rand(1, 3, 32, 32), height=32, width=32, num_frames=4, num_inference_steps=2,
-        decode_chunk_size=4, output_type="pt", generator=torch.Generator().manual_seed(0),
+        torch.rand(1, 3, 32, 32),
+        height=32,
+        width=32,
+        num_frames=4,
+        num_inference_steps=2,
+        decode_chunk_size=4,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(0),
     ).frames
     assert frames.shape == (1, 4, 3, 32, 32)
     assert torch.isfinite(frames).all()

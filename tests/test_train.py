@@ -17,7 +17,8 @@ def test_tiny_model_loss_falls_on_a_fixed_batch(tmp_path):
     dm = instantiate(cfg.data)
     batch = next(iter(dm.train_dataloader()))
     module = I2VLitModule(
-        denoiser=instantiate(cfg.model), cond_noise=instantiate(cfg.cond_noise),
+        denoiser=instantiate(cfg.model),
+        cond_noise=instantiate(cfg.cond_noise),
         optimizer=instantiate(cfg.optimizer),
     )
 
@@ -40,12 +41,24 @@ def test_train_task_writes_checkpoint_video_and_loss_curve(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline"}
     out = subprocess.run(
         [
-            sys.executable, "-m", "cil_lightning", "train", f"hydra.run.dir={run_dir}",
-            "logger=csv", "trainer.max_steps=6", "trainer.log_every_n_steps=1",
-            "sampler.num_steps=2", "data.num_frames=5", "data.height=16", "data.width=16",
+            sys.executable,
+            "-m",
+            "cil_lightning",
+            "train",
+            f"hydra.run.dir={run_dir}",
+            "logger=csv",
+            "trainer.max_steps=6",
+            "trainer.log_every_n_steps=1",
+            "sampler.num_steps=2",
+            "data.num_frames=5",
+            "data.height=16",
+            "data.width=16",
             "callbacks.model_checkpoint.every_n_train_steps=3",
         ],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "cil_lightning train finished" in out.stdout

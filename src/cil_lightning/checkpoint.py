@@ -23,14 +23,17 @@ def load_denoiser(ckpt_path: str | Path, use_ema: bool = True):
         raise FileNotFoundError(f"ckpt={str(ckpt_path)!r}: no such checkpoint file")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if CONFIG_KEY not in ckpt:
-        raise ValueError(f"{path} holds no run config (key {CONFIG_KEY!r}); was it written by train?")
+        raise ValueError(
+            f"{path} holds no run config (key {CONFIG_KEY!r}); was it written by train?"
+        )
     run_cfg: DictConfig = OmegaConf.create(ckpt[CONFIG_KEY])
     denoiser = instantiate(run_cfg.model)
     state = ckpt["state_dict"]
     own = {k.removeprefix("denoiser."): v for k, v in state.items() if k.startswith("denoiser.")}
     denoiser.load_state_dict(own)
-    ema = {k.removeprefix("ema.module."): v for k, v in state.items() if k.startswith("ema.module.")}
+    ema = {
+        k.removeprefix("ema.module."): v for k, v in state.items() if k.startswith("ema.module.")
+    }
     if use_ema and ema:
         denoiser.unet.load_state_dict(ema)
     return denoiser.eval(), run_cfg
-

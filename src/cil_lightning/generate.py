@@ -58,12 +58,15 @@ def generate(
     fn = conditional
     if max(min_guidance, max_guidance) != 1.0 or min_guidance != max_guidance:
         uncond = cond.unconditional()
-        scale = svd_guidance_scale(
-            num_frames, min_guidance, max_guidance, device=latent.device
-        )
+        scale = svd_guidance_scale(num_frames, min_guidance, max_guidance, device=latent.device)
         fn = classifier_free_guidance(conditional, lambda x_t, t: denoiser(x_t, t, uncond), scale)
     kwargs = {"eta": eta} if sampler == "ddim" else {}
     return get_sampler(sampler)(
-        fn, schedule, x, times, generator=generator, return_intermediates=return_intermediates,
+        fn,
+        schedule,
+        x,
+        times,
+        generator=generator,
+        return_intermediates=return_intermediates,
         **kwargs,
     )

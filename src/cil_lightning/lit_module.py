@@ -58,8 +58,13 @@ class I2VLitModule(L.LightningModule):
         x0 = self.denoiser.encode_video(batch["video"], names=batch.get("name"))
         cond = self.denoiser.encode_condition(batch["cond_frame"], fps=batch.get("fps"))
         return denoising_loss(
-            self.denoiser, self.denoiser.schedule, x0, cond, self.cond_noise,
-            weighting=self.weighting, generator=generator,
+            self.denoiser,
+            self.denoiser.schedule,
+            x0,
+            cond,
+            self.cond_noise,
+            weighting=self.weighting,
+            generator=generator,
         )
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
@@ -88,4 +93,7 @@ class I2VLitModule(L.LightningModule):
         if self.lr_scheduler_factory is None:
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -71,7 +71,12 @@ def test_loss_draws_in_order_noises_condition_at_own_time_and_scores(schedule):
     adapter = RecordingAdapter(pred)
     tn = TimeNoise(beta_m=15.0, a=1.0)
     loss = denoising_loss(
-        adapter, schedule, x0, cond, tn, weighting="edm" if schedule.family == "edm" else "eps",
+        adapter,
+        schedule,
+        x0,
+        cond,
+        tn,
+        weighting="edm" if schedule.family == "edm" else "eps",
         generator=torch.Generator().manual_seed(11),
     )
     # Replay the same draws by hand: t, then beta and the condition noise, then eps.

@@ -72,8 +72,11 @@ def test_training_condition_noises_sets_level_and_drops_together_without_mutatin
     den = SVDDenoiser(RecordingUNet(0.0), FixedEncoder(), EDMSchedule(), cfg_dropout=0.5)
     B = 64
     cond = SVDCondition(
-        latent=torch.ones(B, 3, 4, 4), embed=torch.ones(B, 1, 4), fps=torch.full((B,), 8.0),
-        motion_bucket_id=torch.full((B,), 127.0), noise_level=torch.zeros(B),
+        latent=torch.ones(B, 3, 4, 4),
+        embed=torch.ones(B, 1, 4),
+        fps=torch.full((B,), 8.0),
+        motion_bucket_id=torch.full((B,), 127.0),
+        noise_level=torch.zeros(B),
     )
     before = cond.latent.clone()
     out = den.training_condition(cond, torch.rand(B), AddOne(), torch.Generator().manual_seed(0))

@@ -26,17 +26,37 @@ def test_our_euler_sampler_matches_the_stock_pipeline(svd_folder):
     pipe = StableVideoDiffusionPipeline.from_pretrained(svd_folder, local_files_only=True)
     image01 = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     F, steps = 4, 6
-    kwargs = dict(height=32, width=32, num_frames=F, num_inference_steps=steps, fps=7,
-                  motion_bucket_id=20, noise_aug_strength=0.0, min_guidance_scale=1.0,
-                  max_guidance_scale=3.0, decode_chunk_size=F, output_type="latent")
+    kwargs = dict(
+        height=32,
+        width=32,
+        num_frames=F,
+        num_inference_steps=steps,
+        fps=7,
+        motion_bucket_id=20,
+        noise_aug_strength=0.0,
+        min_guidance_scale=1.0,
+        max_guidance_scale=3.0,
+        decode_chunk_size=F,
+        output_type="latent",
+    )
     theirs = pipe(image01, generator=torch.Generator().manual_seed(42), **kwargs).frames
 
     g = torch.Generator().manual_seed(42)
     randn((1, 3, 32, 32), g)  # the pipeline's noise-augmentation draw comes first
-    cond = den.encode_condition(image01 * 2 - 1, fps=torch.tensor([7.0]),
-                                motion_bucket_id=torch.tensor([20.0]))
-    ours = generate(den, cond, num_frames=F, sampler="euler", num_steps=steps, M=None,
-                    min_guidance=1.0, max_guidance=3.0, generator=g).sample
+    cond = den.encode_condition(
+        image01 * 2 - 1, fps=torch.tensor([7.0]), motion_bucket_id=torch.tensor([20.0])
+    )
+    ours = generate(
+        den,
+        cond,
+        num_frames=F,
+        sampler="euler",
+        num_steps=steps,
+        M=None,
+        min_guidance=1.0,
+        max_guidance=3.0,
+        generator=g,
+    ).sample
     assert ours.shape == theirs.shape == (1, F, 4, 16, 16)
     torch.testing.assert_close(ours, theirs, rtol=2e-4, atol=2e-4)
 
@@ -67,8 +87,9 @@ def test_timenoise_noises_the_unscaled_condition_latent_not_the_clean_copy():
     cond = den.encode_condition(torch.rand(2, 3, 32, 32) * 2 - 1)
     clean = cond.latent.clone()
     t_norm = torch.tensor([0.0, 1.0])
-    noisy = den.training_condition(cond, t_norm, TimeNoise(beta_m=15, a=5),
-                                   torch.Generator().manual_seed(0))
+    noisy = den.training_condition(
+        cond, t_norm, TimeNoise(beta_m=15, a=5), torch.Generator().manual_seed(0)
+    )
     assert torch.equal(cond.latent, clean)
     resid = (noisy.latent - clean).flatten(1).std(1)
     torch.testing.assert_close(resid, noisy.noise_level, rtol=0.15, atol=0)
@@ -79,8 +100,9 @@ def test_pixel_space_noise_goes_through_the_vae():
     den = tiny_svd(cfg_dropout=0.0, noise_space="pixel")
     image = torch.rand(2, 3, 32, 32) * 2 - 1
     cond = den.encode_condition(image)
-    out = den.training_condition(cond, torch.rand(2), ConstantCondNoise(0.5),
-                                 torch.Generator().manual_seed(0))
+    out = den.training_condition(
+        cond, torch.rand(2), ConstantCondNoise(0.5), torch.Generator().manual_seed(0)
+    )
     g = torch.Generator().manual_seed(0)
     expected = den.encode_condition(image + 0.5 * randn(image.shape, g)).latent
     torch.testing.assert_close(out.latent, expected)

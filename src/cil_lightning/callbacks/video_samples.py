@@ -8,6 +8,7 @@ import lightning as L
 import torch
 
 from ..data.video_io import write_gif, write_mp4, write_png
+from ..diffusion.analytic_init import load_stats
 from ..diffusion.rng import per_sample_generators
 from ..generate import generate
 
@@ -23,8 +24,9 @@ class VideoSamples(L.Callback):
 
     Args:
         sampler: the sampler settings (the ``sampler`` config group): ``name``, ``num_steps``,
-            ``M``, ``min_guidance``, ``max_guidance``, ``eta``.
+            ``M``, ``min_guidance``, ``max_guidance``, ``eta``, ``stats`` (Analytic-Init file).
         gif_scale: nearest-neighbour upscaling of the gifs, for viewing tiny videos.
+        use_ema: sample with the module's EMA UNet when it keeps one.
     """
 
     def __init__(
@@ -36,10 +38,13 @@ class VideoSamples(L.Callback):
         every_n_steps: int = 0,
         fps: float = 8.0,
         gif_scale: int = 4,
+        use_ema: bool = True,
     ) -> None:
         self.dirpath, self.sampler = Path(dirpath), dict(sampler)
         self.num_conditions, self.seeds = num_conditions, tuple(int(s) for s in seeds)
         self.every_n_steps, self.fps, self.gif_scale = every_n_steps, fps, gif_scale
+        self.use_ema = use_ema
+        self._stats = None
         self.written: list[Path] = []
 
     def _conditions(self, trainer) -> dict | None:
@@ -71,23 +76,16 @@ class VideoSamples(L.Callback):
         if batch is None:
             return []
         denoiser = pl_module.denoiser
-        was_training = denoiser.training
+        was_training, raw_unet = denoiser.training, denoiser.unet
+        ema = getattr(pl_module, "ema", None)
+        if self.use_ema and ema is not None:
+            denoiser.unet = ema.module
         denoiser.eval()
-        device = pl_module.device
-        cond = denoiser.encode_condition(batch["cond_frame"].to(device), fps=batch["fps"].to(device))
-        n, num_frames = len(batch["name"]), batch["video"].shape[1]
-        cond = cond.repeat(len(self.seeds))  # condition-major: [c0 s0, c0 s1, ..., c1 s0, ...]
-        seeds = [s for _ in range(n) for s in self.seeds]
-        s = self.sampler
-        out = generate(
-            denoiser, cond, num_frames=num_frames, sampler=s.get("name", "euler"),
-            num_steps=int(s.get("num_steps", 25)), M=s.get("M"),
-            min_guidance=float(s.get("min_guidance", 1.0)),
-            max_guidance=float(s.get("max_guidance", 1.0)), eta=float(s.get("eta", 0.0)),
-            generator=per_sample_generators(seeds),
-        )
-        videos = denoiser.decode_video(out.sample).float().cpu()
-        denoiser.train(was_training)
+        try:
+            videos, seeds = self._generate(denoiser, batch, pl_module.device)
+        finally:
+            denoiser.unet = raw_unet
+            denoiser.train(was_training)
 
         folder = self.dirpath / f"step{trainer.global_step:06d}"
         written = []
@@ -102,6 +100,32 @@ class VideoSamples(L.Callback):
         self._log_wandb(trainer, written)
         return written
 
+    def _generate(self, denoiser, batch: dict, device) -> tuple[torch.Tensor, list[int]]:
+        """Videos [n * len(seeds), F, 3, H, W] in [-1, 1], condition-major, and their seeds."""
+        cond = denoiser.encode_condition(
+            batch["cond_frame"].to(device), fps=batch["fps"].to(device)
+        )
+        n, num_frames = len(batch["name"]), batch["video"].shape[1]
+        cond = cond.repeat(len(self.seeds))  # condition-major: [c0 s0, c0 s1, ..., c1 s0, ...]
+        seeds = [s for _ in range(n) for s in self.seeds]
+        s = self.sampler
+        if s.get("stats") and self._stats is None:
+            self._stats = load_stats(s["stats"])
+        out = generate(
+            denoiser,
+            cond,
+            num_frames=num_frames,
+            sampler=s.get("name", "euler"),
+            num_steps=int(s.get("num_steps", 25)),
+            M=s.get("M"),
+            min_guidance=float(s.get("min_guidance", 1.0)),
+            max_guidance=float(s.get("max_guidance", 1.0)),
+            eta=float(s.get("eta", 0.0)),
+            stats=self._stats,
+            generator=per_sample_generators(seeds),
+        )
+        return denoiser.decode_video(out.sample).float().cpu(), seeds
+
     def _log_wandb(self, trainer, paths: list[Path]) -> None:
         from lightning.pytorch.loggers import WandbLogger
 
@@ -110,4 +134,6 @@ class VideoSamples(L.Callback):
                 import wandb
 
                 gifs = [wandb.Video(str(p.with_suffix(".gif")), format="gif") for p in paths]
-                logger.experiment.log({"val/samples": gifs, "trainer/global_step": trainer.global_step})
+                logger.experiment.log(
+                    {"val/samples": gifs, "trainer/global_step": trainer.global_step}
+                )

@@ -1,20 +1,69 @@
-"""LightningDataModule that serves any configured clip data set."""
+"""LightningDataModule that serves any configured clip data set (shipped, folder, WebVid, UCF101,
+shards), with worker seeding that differs across ranks and a shared skip counter."""
 
 from __future__ import annotations
 
+import functools
+import os
+import random
+
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from .base import _mix
+from .skip_counter import skipped_videos
+
+
+def _rank() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+
+
+def seed_worker(worker_id: int, rank: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: distinct seeds for every (rank, worker).
+
+    A worker's ``torch.initial_seed()`` is base_seed + worker_id, with base_seed drawn from the
+    rank's RNG; every rank seeded alike (``seed_everything``) would give rank 0's worker 0 the
+    same seed as rank 1's worker 0 (the correlated-ranks bug of METHOD.md section 5). Mixing in
+    the rank separates them; torch, numpy and ``random`` are all reseeded.
+    """
+    seed = _mix(torch.initial_seed(), rank)
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _clip_size(dataset) -> tuple[int, int, int] | None:
+    clip = getattr(dataset, "clip", None)
+    if clip is not None:
+        return clip.num_frames, clip.height, clip.width
+    if all(hasattr(dataset, k) for k in ("num_frames", "height", "width")):
+        return dataset.num_frames, dataset.height, dataset.width
+    return None
 
 
 class VideoDataModule(L.LightningDataModule):
     """Train and validation loaders over data sets built by Hydra.
 
-    Items are dicts with at least ``video`` [F, 3, H, W] in [-1, 1] and ``cond_frame`` [3, H, W].
+    Items are dicts with at least ``video`` [F, 3, H, W] in [-1, 1], ``cond_frame`` [3, H, W],
+    ``fps`` and ``name``. Map-style sets are split across DDP ranks by Lightning's
+    DistributedSampler; shard streams split their shards by rank (set in :meth:`setup`) and
+    worker.
 
     Args:
         train, val: the data sets (``val`` may be None).
-        num_frames, height, width: the clip size the data sets produce; read by callbacks and
-            validated against the model before training.
+        num_frames, height, width: the clip size the data sets produce (checked here); read by
+            callbacks and validated against the model before training.
+        batch_size, val_batch_size: per-device batch sizes.
+        num_workers: DataLoader worker processes; ``persistent_workers`` keeps them across
+            epochs, ``prefetch_factor`` batches are queued per worker.
+        pin_memory: page-locked batches for faster host-to-GPU copies.
+        drop_last: drop the last incomplete training batch.
+        root: where the data lives; not used here, configs interpolate it into the data sets so
+            one override (``data.root=/videos``) moves both splits.
     """
 
     def __init__(
@@ -28,6 +77,10 @@ class VideoDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        persistent_workers: bool = True,
+        prefetch_factor: int | None = 2,
+        drop_last: bool = True,
+        root: str | None = None,
     ) -> None:
         super().__init__()
         self.train_set, self.val_set = train, val
@@ -35,22 +88,59 @@ class VideoDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.persistent_workers, self.prefetch_factor = persistent_workers, prefetch_factor
+        self.drop_last, self.root = drop_last, root
+        for split, ds in (("train", train), ("val", val)):
+            size = _clip_size(ds) if ds is not None else None
+            if size is not None and size != (num_frames, height, width):
+                raise ValueError(
+                    f"the {split} data set makes clips of {size} (frames, height, width) but the "
+                    f"datamodule says {(num_frames, height, width)}"
+                )
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    @property
+    def skipped(self) -> int:
+        """Unusable videos met so far by this process's loaders (all their workers)."""
+        return sum(skipped_videos(ds) for ds in (self.train_set, self.val_set) if ds is not None)
+
+    def skipped_paths(self) -> list[str]:
+        paths: list[str] = []
+        for ds in (self.train_set, self.val_set):
+            if ds is not None and hasattr(ds, "skipped_paths"):
+                paths += ds.skipped_paths()
+        return paths
+
+    def setup(self, stage: str | None = None) -> None:
+        rank, world = 0, 1
+        if self.trainer is not None:
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+        for ds in (self.train_set, self.val_set):
+            if hasattr(ds, "set_rank"):
+                ds.set_rank(rank, world)
+
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+        iterable = isinstance(dataset, IterableDataset)
+        rank = self.trainer.global_rank if self.trainer is not None else _rank()
+        workers = self.num_workers > 0
+        drop_last = train and self.drop_last
+        if drop_last and not iterable:
+            drop_last = len(dataset) >= batch_size
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(dataset) >= batch_size,
+            shuffle=train and not iterable,
+            drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=workers and self.persistent_workers,
+            prefetch_factor=self.prefetch_factor if workers else None,
+            worker_init_fn=functools.partial(seed_worker, rank=rank) if workers else None,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        return self._loader(self.train_set, self.batch_size, train=True)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
-        return self._loader(self.val_set, self.val_batch_size, shuffle=False)
+        return self._loader(self.val_set, self.val_batch_size, train=False)

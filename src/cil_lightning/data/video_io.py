@@ -14,19 +14,25 @@ def to_uint8(frames: Tensor) -> np.ndarray:
     return x.movedim(-3, -1).numpy()
 
 
-def write_mp4(path: str | Path, frames: Tensor, fps: float = 8.0) -> Path:
-    """Encode frames [F, 3, H, W] in [-1, 1] as H.264 (MPEG-4 part 2 if no H.264 encoder)."""
+def write_mp4(
+    path: str | Path, frames: Tensor | np.ndarray, fps: float = 8.0, options: dict | None = None
+) -> Path:
+    """Encode frames [F, 3, H, W] in [-1, 1] (or uint8 [F, H, W, 3]) as H.264.
+
+    Falls back to MPEG-4 part 2 where no H.264 encoder exists. ``options`` go to the encoder
+    (e.g. ``{"crf": "12"}`` for near-lossless H.264).
+    """
     import av
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    video = to_uint8(frames)
+    video = frames if isinstance(frames, np.ndarray) else to_uint8(frames)
     # yuv420p needs even sides; pad by edge replication rather than crop, so nothing is lost.
     h, w = video.shape[1:3]
     video = np.pad(video, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     with av.open(str(path), mode="w") as container:
         try:
-            stream = container.add_stream("libx264", rate=round(fps))
+            stream = container.add_stream("libx264", rate=round(fps), options=options or {})
         except (av.codec.codec.UnknownCodecError, ValueError):
             stream = container.add_stream("mpeg4", rate=round(fps))
         stream.width, stream.height = video.shape[2], video.shape[1]

@@ -52,7 +52,9 @@ class SVDCondition:
 
     def unconditional(self) -> SVDCondition:
         """The null condition of classifier-free guidance: latent and embedding zeroed together."""
-        return replace(self, latent=torch.zeros_like(self.latent), embed=torch.zeros_like(self.embed))
+        return replace(
+            self, latent=torch.zeros_like(self.latent), embed=torch.zeros_like(self.embed)
+        )
 
     def repeat(self, n: int) -> SVDCondition:
         """Each sample repeated ``n`` times along the batch (several seeds per condition)."""
@@ -232,7 +234,9 @@ class SVDDenoiser(nn.Module):
         if self.noise_embed:
             embed, _ = cond_noise.apply(embed, t_norm, generator=generator)
         if self.cfg_dropout > 0:
-            keep = _bernoulli_keep(latent.shape[0], 1.0 - self.cfg_dropout, generator, latent.device)
+            keep = _bernoulli_keep(
+                latent.shape[0], 1.0 - self.cfg_dropout, generator, latent.device
+            )
             latent = latent * keep.view(-1, *[1] * (latent.ndim - 1)).to(latent.dtype)
             embed = embed * keep.view(-1, *[1] * (embed.ndim - 1)).to(embed.dtype)
         return replace(cond, latent=latent, embed=embed, noise_level=beta)
@@ -388,18 +392,31 @@ def to_pipeline(denoiser: SVDDenoiser, unet: nn.Module | None = None):
     enc = denoiser.image_encoder
     schedule = denoiser.schedule
     scheduler = EulerDiscreteScheduler(
-        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-        interpolation_type="linear", num_train_timesteps=1000, prediction_type="v_prediction",
-        sigma_max=schedule.sigma_max, sigma_min=schedule.sigma_min, steps_offset=1,
-        timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        interpolation_type="linear",
+        num_train_timesteps=1000,
+        prediction_type="v_prediction",
+        sigma_max=schedule.sigma_max,
+        sigma_min=schedule.sigma_min,
+        steps_offset=1,
+        timestep_spacing="leading",
+        timestep_type="continuous",
+        use_karras_sigmas=True,
     )
     processor = CLIPImageProcessor(
-        crop_size=enc.size, size=enc.size, image_mean=enc.mean.flatten().tolist(),
+        crop_size=enc.size,
+        size=enc.size,
+        image_mean=enc.mean.flatten().tolist(),
         image_std=enc.std.flatten().tolist(),
     )
     return StableVideoDiffusionPipeline(
-        vae=denoiser.vae, image_encoder=enc.clip, unet=unet if unet is not None else denoiser.unet,
-        scheduler=scheduler, feature_extractor=processor,
+        vae=denoiser.vae,
+        image_encoder=enc.clip,
+        unet=unet if unet is not None else denoiser.unet,
+        scheduler=scheduler,
+        feature_extractor=processor,
     )
 
 

@@ -1,4 +1,4 @@
-"""``python -m cil_lightning export ckpt=... out=...``: a diffusers pipeline folder from a checkpoint.
+"""``python -m cil_lightning export ckpt=... out=...``: a diffusers pipeline folder.
 
 Writes the (EMA) UNet with ``save_pretrained`` together with the VAE, CLIP image encoder, image
 processor and SVD's scheduler, so ``StableVideoDiffusionPipeline.from_pretrained(out)`` loads it

@@ -73,8 +73,9 @@ def sample(cfg: DictConfig) -> dict:
     num_frames = int(cfg.num_frames or run_data.get("num_frames") or 14)
     height = int(cfg.height or run_data.get("height") or 320)
     width = int(cfg.width or run_data.get("width") or 512)
-    device = torch.device(cfg.device if cfg.device != "auto" else
-                          ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(
+        cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     denoiser.to(device)
 
     s = cfg.sampler
@@ -84,7 +85,8 @@ def sample(cfg: DictConfig) -> dict:
     for path in files:
         image = load_image(path, height, width).to(device)[None]
         cond = denoiser.encode_condition(
-            image, fps=torch.tensor([float(cfg.fps)]),
+            image,
+            fps=torch.tensor([float(cfg.fps)]),
             motion_bucket_id=torch.tensor([float(cfg.motion_bucket_id)]),
         ).repeat(len(seeds))
         if stats is not None:
@@ -95,9 +97,16 @@ def sample(cfg: DictConfig) -> dict:
                     f"{num_frames} frames at {height}x{width} give latents {expected}"
                 )
         out = generate(
-            denoiser, cond, num_frames=num_frames, sampler=s.name, num_steps=int(s.num_steps),
-            M=s.M, stats=stats, min_guidance=float(s.min_guidance),
-            max_guidance=float(s.max_guidance), eta=float(s.eta),
+            denoiser,
+            cond,
+            num_frames=num_frames,
+            sampler=s.name,
+            num_steps=int(s.num_steps),
+            M=s.M,
+            stats=stats,
+            min_guidance=float(s.min_guidance),
+            max_guidance=float(s.max_guidance),
+            eta=float(s.eta),
             generator=per_sample_generators(seeds),
         )
         videos = denoiser.decode_video(out.sample).cpu()
@@ -110,12 +119,22 @@ def sample(cfg: DictConfig) -> dict:
         "ckpt": cfg.get("ckpt"),
         "model": None if cfg.get("ckpt") else OmegaConf.to_container(cfg.model, resolve=True),
         "sampler": OmegaConf.to_container(s, resolve=True),
-        "analytic_init": None if stats is None else {
-            "stats": str(s.stats), "count": stats.count, "tr_cov_d": stats.tr_cov_d,
+        "analytic_init": None
+        if stats is None
+        else {
+            "stats": str(s.stats),
+            "count": stats.count,
+            "tr_cov_d": stats.tr_cov_d,
         },
-        "num_frames": num_frames, "height": height, "width": width,
-        "fps": cfg.fps, "motion_bucket_id": cfg.motion_bucket_id, "seeds": seeds,
-        "use_ema": cfg.use_ema, "device": str(device), "outputs": outputs,
+        "num_frames": num_frames,
+        "height": height,
+        "width": width,
+        "fps": cfg.fps,
+        "motion_bucket_id": cfg.motion_bucket_id,
+        "seeds": seeds,
+        "use_ema": cfg.use_ema,
+        "device": str(device),
+        "outputs": outputs,
     }
     (out_dir / "record.json").write_text(json.dumps(record, indent=2))
     print(f"cil_lightning sample: {len(outputs)} videos and record.json in {out_dir}")

@@ -45,10 +45,14 @@ def stats(cfg: DictConfig) -> Path:
     bar.close()
     acc.all_reduce_()
 
-    out = Path(cfg.out) if cfg.get("out") else Path(cfg.paths.output_dir) / "latent_stats.safetensors"
+    out = (
+        Path(cfg.out) if cfg.get("out") else Path(cfg.paths.output_dir) / "latent_stats.safetensors"
+    )
     if fabric.is_global_zero:
         acc.save(
-            out, layout="FCHW", latent_scaling=denoiser.scaling_factor,
+            out,
+            layout="FCHW",
+            latent_scaling=denoiser.scaling_factor,
             extra_metadata={"model": OmegaConf.to_container(cfg.model, resolve=True)},
         )
         print(

@@ -1,0 +1,244 @@
+"""Motion score: mean optical-flow magnitude of a video, and its error against a reference.
+
+METHOD.md section 6: the motion score (MS) of a video is the mean flow magnitude over all
+consecutive frame pairs and all pixels, in pixels at the video's own resolution; the reference
+code uses RAFT with 20 iterations. The MS error of a generated video is |MS_out - MS_in|, MS_in
+being the MS of the real video its condition came from.
+
+Two flow estimators: ``RAFTFlow`` (torchvision's RAFT, local weights) and ``FarnebackFlow``
+(OpenCV, no weights; the default when no RAFT weights are configured). Farneback numbers are not
+comparable with RAFT numbers: compare runs measured with the same estimator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_cat
+
+from .weights import load_state_dict, require_file
+
+
+class FarnebackFlow(nn.Module):
+    """Dense flow by Farneback's polynomial expansion (OpenCV) on grey-level frames.
+
+    ``forward(a, b)``: frames [N, 3, H, W] in [-1, 1] -> flow [N, 2, H, W] in pixels (x, y).
+    Parameters are OpenCV's commonly used ones (pyramid 0.5 x 3 levels, 15 px window, 3
+    iterations, 5 px polynomial with sigma 1.2), which track displacements of a few pixels
+    per level.
+    """
+
+    def __init__(
+        self,
+        pyr_scale: float = 0.5,
+        levels: int = 3,
+        winsize: int = 15,
+        iterations: int = 3,
+        poly_n: int = 5,
+        poly_sigma: float = 1.2,
+    ) -> None:
+        super().__init__()
+        self.params = (pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, 0)
+
+    @staticmethod
+    def _grey(x: Tensor) -> np.ndarray:
+        # ITU-R BT.601 luma, as cv2.cvtColor(RGB2GRAY), on 8-bit values.
+        w = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
+        grey = ((x.float().clamp(-1, 1) + 1) * 127.5 * w).sum(1)
+        return grey.round().to(torch.uint8).cpu().numpy()
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        import cv2
+
+        ga, gb = self._grey(a), self._grey(b)
+        flows = [cv2.calcOpticalFlowFarneback(x, y, None, *self.params) for x, y in zip(ga, gb)]
+        return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(a.device)
+
+
+class RAFTFlow(nn.Module):
+    """torchvision's RAFT: frames [N, 3, H, W] in [-1, 1] -> flow [N, 2, H, W] in pixels.
+
+    RAFT's correlation pyramid needs sides of at least 128 and multiples of 8. Frames with a
+    side under 128 are upsampled by the smallest integer factor s that reaches it (bilinear), and
+    the flow is area-averaged back and divided by s; frames are then padded (edge replication) to
+    multiples of 8 and the flow cropped back. Magnitudes are in pixels at the input resolution.
+
+    Args:
+        network: a torchvision ``RAFT`` (``raft_large`` or ``raft_small``).
+        num_flow_updates: refinement iterations (20 as the reference motion score).
+    """
+
+    def __init__(self, network: nn.Module, num_flow_updates: int = 20) -> None:
+        super().__init__()
+        self.network, self.num_flow_updates = network.eval(), num_flow_updates
+        self.min_side = 128
+
+    @torch.no_grad()
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        h, w = a.shape[-2:]
+        s = -(-self.min_side // min(h, w))  # ceil
+        a, b = a.float().clamp(-1, 1), b.float().clamp(-1, 1)
+        if s > 1:
+            a, b = (F.interpolate(x, scale_factor=s, mode="bilinear") for x in (a, b))
+        hs, ws = h * s, w * s
+        pad = (0, (-ws) % 8, 0, (-hs) % 8)
+        a, b = F.pad(a, pad, mode="replicate"), F.pad(b, pad, mode="replicate")
+        flow = self.network(a, b, num_flow_updates=self.num_flow_updates)[-1][..., :hs, :ws]
+        return F.avg_pool2d(flow, s) / s if s > 1 else flow
+
+
+def load_raft(
+    path: str | Path | None,
+    arch: str = "large",
+    num_flow_updates: int = 20,
+    key: str = "metric.motion.raft_weights",
+) -> RAFTFlow:
+    """torchvision RAFT (``arch`` ``large`` or ``small``) with a local state dict."""
+    from torchvision.models.optical_flow import raft_large, raft_small
+
+    path = require_file(
+        path, key, f"a torchvision raft_{arch} state dict (e.g. raft_{arch}_C_T_SKHT_V2-*.pth)"
+    )
+    network = {"large": raft_large, "small": raft_small}[arch](weights=None, progress=False)
+    network.load_state_dict(load_state_dict(path))
+    return RAFTFlow(network, num_flow_updates)
+
+
+def build_flow(
+    method: str = "auto",
+    raft_weights: str | Path | None = None,
+    raft_arch: str = "large",
+    num_flow_updates: int = 20,
+) -> nn.Module:
+    """``method``: ``raft``, ``farneback`` or ``auto`` (RAFT if weights are set, else Farneback)."""
+    if method == "auto":
+        method = "raft" if raft_weights else "farneback"
+    if method == "raft":
+        return load_raft(raft_weights, raft_arch, num_flow_updates)
+    if method == "farneback":
+        return FarnebackFlow()
+    raise ValueError(f"motion method must be 'raft', 'farneback' or 'auto', got {method!r}")
+
+
+@torch.no_grad()
+def motion_scores(videos: Tensor, flow: nn.Module, max_pairs: int = 64) -> Tensor:
+    """Per-video motion score: videos [B, F, 3, H, W] in [-1, 1] -> [B] (pixels per frame).
+
+    The mean over the F - 1 consecutive pairs and all H x W pixels of |flow| = sqrt(u^2 + v^2).
+    Pairs run through ``flow`` in chunks of at most ``max_pairs``.
+    """
+    b, f = videos.shape[:2]
+    if f < 2:
+        raise ValueError(f"motion score needs at least 2 frames, got {f}")
+    first = videos[:, :-1].flatten(0, 1)
+    second = videos[:, 1:].flatten(0, 1)
+    magnitudes = []
+    for i in range(0, first.shape[0], max_pairs):
+        uv = flow(first[i : i + max_pairs], second[i : i + max_pairs]).float()
+        magnitudes.append(uv.square().sum(1).sqrt().mean(dim=(-2, -1)))
+    return torch.cat(magnitudes).view(b, f - 1).mean(1).to(torch.float64)
+
+
+class MotionScore(Metric):
+    """Mean motion score of videos [B, F, 3, H, W] in [-1, 1], pixels per frame.
+
+    Per-video scores are kept (gathered across ranks): ``per_video()`` returns them in update
+    order; ``compute`` their mean.
+
+    Args:
+        flow: a flow module ``(a, b) -> [N, 2, H, W]``; None builds one from ``method``,
+            ``raft_weights``, ``raft_arch``, ``num_flow_updates`` (``build_flow``).
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    def __init__(
+        self,
+        flow: nn.Module | None = None,
+        method: str = "auto",
+        raft_weights: str | Path | None = None,
+        raft_arch: str = "large",
+        num_flow_updates: int = 20,
+        max_pairs: int = 64,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.flow = flow or build_flow(method, raft_weights, raft_arch, num_flow_updates)
+        self.max_pairs = max_pairs
+        self.add_state("scores", [], dist_reduce_fx="cat")
+
+    def update(self, videos: Tensor) -> None:
+        self.scores.append(motion_scores(videos, self.flow, self.max_pairs))
+
+    def update_videos(self, generated: Tensor, reference=None, condition=None) -> None:
+        self.update(generated)
+
+    def per_video(self) -> Tensor:
+        """Scores [N] of every video seen so far on this rank, float64."""
+        return dim_zero_cat(self.scores) if self.scores else torch.zeros(0, dtype=torch.float64)
+
+    def compute(self) -> Tensor:
+        return dim_zero_cat(self.scores).mean()
+
+
+class MotionScoreError(Metric):
+    """Mean |MS(generated) - MS(reference)| over paired videos [B, F, 3, H, W] in [-1, 1].
+
+    Keeps per-pair ``generated``, ``reference`` scores (gathered across ranks); ``per_video()``
+    returns [N, 3] columns (MS_generated, MS_reference, |difference|). Lower is better. Videos of
+    a pair may differ in size: each is scored at its own resolution.
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(
+        self,
+        flow: nn.Module | None = None,
+        method: str = "auto",
+        raft_weights: str | Path | None = None,
+        raft_arch: str = "large",
+        num_flow_updates: int = 20,
+        max_pairs: int = 64,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.flow = flow or build_flow(method, raft_weights, raft_arch, num_flow_updates)
+        self.max_pairs = max_pairs
+        self.add_state("generated", [], dist_reduce_fx="cat")
+        self.add_state("reference", [], dist_reduce_fx="cat")
+
+    def update(self, generated: Tensor, reference: Tensor) -> None:
+        """Add pairs of videos; or precomputed scores [B] for both (then no flow runs)."""
+        if generated.dim() == 1 and reference.dim() == 1:
+            gen, ref = generated.to(torch.float64), reference.to(torch.float64)
+        else:
+            gen = motion_scores(generated, self.flow, self.max_pairs)
+            ref = motion_scores(reference, self.flow, self.max_pairs)
+        if gen.shape != ref.shape:
+            raise ValueError(f"{gen.shape[0]} generated videos for {ref.shape[0]} references")
+        self.generated.append(gen)
+        self.reference.append(ref)
+
+    def update_videos(self, generated: Tensor, reference: Tensor | None = None, condition=None):
+        if reference is None:
+            raise ValueError("ms_error needs reference videos paired with the generated ones")
+        self.update(generated, reference)
+
+    def per_video(self) -> Tensor:
+        """[N, 3]: MS of the generated video, MS of its reference, their absolute difference."""
+        if not self.generated:
+            return torch.zeros(0, 3, dtype=torch.float64)
+        gen, ref = dim_zero_cat(self.generated), dim_zero_cat(self.reference)
+        return torch.stack([gen, ref, (gen - ref).abs()], dim=1)
+
+    def compute(self) -> Tensor:
+        return (dim_zero_cat(self.generated) - dim_zero_cat(self.reference)).abs().mean()
