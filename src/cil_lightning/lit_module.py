@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -24,6 +27,12 @@ class I2VLitModule(L.LightningModule):
         weighting: loss weighting (``edm``, ``eps``, ``v``, ``flow``; see ``diffusion/loss.py``).
         ema_decay: keep an exponential moving average of the UNet weights with this decay
             (torch's ``AveragedModel``; SVD reference: 0.9999); None keeps none.
+        seed: base seed of the training draws (t, condition noise, eps, CFG dropout, VAE
+            posterior). Each step draws from a generator seeded by (seed, rank, step), so ranks
+            draw differently and a resumed run draws exactly what the uninterrupted run drew.
+        nan_policy: a non-finite loss ``stop``s the run (after saving ``nan_step<N>.ckpt`` for
+            debugging) or ``skip``s the batch (no backward, no optimiser step); every rank takes
+            the same decision.
         val_seed: seed of the fixed noise and times that make ``val/loss`` comparable across
             evaluations.
         run_config: the resolved run config, stored in every checkpoint so that ``sample`` and
@@ -38,6 +47,8 @@ class I2VLitModule(L.LightningModule):
         lr_scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         weighting: str = "edm",
         ema_decay: float | None = None,
+        seed: int = 0,
+        nan_policy: str = "stop",
         val_seed: int = 1234,
         run_config: dict | None = None,
     ) -> None:
@@ -45,6 +56,10 @@ class I2VLitModule(L.LightningModule):
         self.denoiser, self.cond_noise = denoiser, cond_noise
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.weighting, self.val_seed, self.run_config = weighting, val_seed, run_config
+        if nan_policy not in ("stop", "skip"):
+            raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
+        self.seed, self.nan_policy = int(seed), nan_policy
+        self.skipped_batches = 0
         self.ema = None
         if ema_decay is not None:
             if not 0.0 < ema_decay < 1.0:
@@ -54,8 +69,20 @@ class I2VLitModule(L.LightningModule):
             )
             self.ema.requires_grad_(False)
 
+    def step_generator(self, batch_idx: int) -> torch.Generator:
+        """The generator of one training micro-batch, seeded by (seed, rank, step, micro-batch).
+
+        Lives on the module's device, so no noise crosses from the host each step.
+        """
+        accumulate = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
+        key = [self.seed, self.global_rank, self.global_step, batch_idx % accumulate]
+        state = int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0] >> 1)
+        return torch.Generator(device=self.device).manual_seed(state)
+
     def _loss(self, batch: dict, generator: torch.Generator | None = None) -> Tensor:
-        x0 = self.denoiser.encode_video(batch["video"], names=batch.get("name"))
+        x0 = self.denoiser.encode_video(
+            batch["video"], names=batch.get("name"), generator=generator
+        )
         cond = self.denoiser.encode_condition(batch["cond_frame"], fps=batch.get("fps"))
         return denoising_loss(
             self.denoiser,
@@ -67,10 +94,31 @@ class I2VLitModule(L.LightningModule):
             generator=generator,
         )
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss = self._loss(batch).mean()
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
+        loss = self._loss(batch, self.step_generator(batch_idx)).mean()
+        # One host sync per step for the check; every rank takes the same decision, or DDP's
+        # gradient all-reduce would hang on the ranks that skip.
+        bad = not bool(torch.isfinite(loss))
+        if self._trainer is not None:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            return self._on_non_finite(loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["video"].shape[0])
         return loss
+
+    def _on_non_finite(self, loss: Tensor) -> None:
+        step = self.global_step
+        if self.nan_policy == "skip":
+            self.skipped_batches += 1
+            self.log("train/skipped_batches", float(self.skipped_batches))
+            rank_zero_warn(f"non-finite loss ({loss.item()}) at step {step}: batch skipped")
+            return None
+        path = Path(self.trainer.default_root_dir) / "checkpoints" / f"nan_step{step:06d}.ckpt"
+        self.trainer.save_checkpoint(path)
+        raise FloatingPointError(
+            f"non-finite training loss ({loss.item()}) at step {step}; the model state before "
+            f"this step is saved to {path} for debugging (nan_policy=skip skips such batches)"
+        )
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -84,7 +132,7 @@ class I2VLitModule(L.LightningModule):
             checkpoint["cil_lightning_config"] = self.run_config
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        generator = torch.Generator().manual_seed(self.val_seed + batch_idx)
+        generator = torch.Generator(device=self.device).manual_seed(self.val_seed + batch_idx)
         loss = self._loss(batch, generator).mean()
         self.log("val/loss", loss, prog_bar=True, batch_size=batch["video"].shape[0])
 

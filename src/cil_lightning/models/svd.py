@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..diffusion.cond_noise import CondNoise
-from ..diffusion.rng import Generator
+from ..diffusion.rng import Generator, randn
 from ..diffusion.schedules import EDMSchedule
 
 
@@ -150,7 +150,9 @@ class SVDDenoiser(nn.Module):
         return dist.mean, dist.std
 
     @torch.no_grad()
-    def encode_video(self, video: Tensor, names: list[str] | None = None) -> Tensor:
+    def encode_video(
+        self, video: Tensor, names: list[str] | None = None, generator: Generator = None
+    ) -> Tensor:
         """Frames [B, F, 3, H, W] in [-1, 1] -> scaled latents [B, F, C, h, w].
 
         A sample of the VAE posterior times the VAE scaling factor (SVD training convention).
@@ -171,7 +173,7 @@ class SVDDenoiser(nn.Module):
             mean, std = mean.flatten(0, 1), std.flatten(0, 1)
         else:
             mean, std = self._posterior(video.flatten(0, 1))
-        z = mean + std * torch.randn_like(mean)
+        z = mean + std * randn(mean.shape, generator, device=mean.device, dtype=mean.dtype)
         return (z * self.scaling_factor).unflatten(0, (B, F)).float()
 
     @torch.no_grad()
