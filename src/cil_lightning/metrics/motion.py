@@ -144,19 +144,10 @@ def motion_scores(videos: Tensor, flow: nn.Module, max_pairs: int = 64) -> Tenso
     return torch.cat(magnitudes).view(b, f - 1).mean(1).to(torch.float64)
 
 
-class MotionScore(Metric):
-    """Mean motion score of videos [B, F, 3, H, W] in [-1, 1], pixels per frame.
-
-    Per-video scores are kept (gathered across ranks): ``per_video()`` returns them in update
-    order; ``compute`` their mean.
-
-    Args:
-        flow: a flow module ``(a, b) -> [N, 2, H, W]``; None builds one from ``method``,
-            ``raft_weights``, ``raft_arch``, ``num_flow_updates`` (``build_flow``).
-    """
+class _FlowMetric(Metric):
+    """A metric that owns an optical-flow module (see ``build_flow`` for the arguments)."""
 
     is_differentiable = False
-    higher_is_better = None
     full_state_update = False
 
     def __init__(
@@ -172,6 +163,23 @@ class MotionScore(Metric):
         super().__init__(**kwargs)
         self.flow = flow or build_flow(method, raft_weights, raft_arch, num_flow_updates)
         self.max_pairs = max_pairs
+
+
+class MotionScore(_FlowMetric):
+    """Mean motion score of videos [B, F, 3, H, W] in [-1, 1], pixels per frame.
+
+    Per-video scores are kept (gathered across ranks): ``per_video()`` returns them in update
+    order; ``compute`` their mean.
+
+    Args:
+        flow: a flow module ``(a, b) -> [N, 2, H, W]``; None builds one from ``method``,
+            ``raft_weights``, ``raft_arch``, ``num_flow_updates`` (``build_flow``).
+    """
+
+    higher_is_better = None
+
+    def __init__(self, flow: nn.Module | None = None, **kwargs) -> None:
+        super().__init__(flow, **kwargs)
         self.add_state("scores", [], dist_reduce_fx="cat")
 
     def update(self, videos: Tensor) -> None:
@@ -188,7 +196,7 @@ class MotionScore(Metric):
         return dim_zero_cat(self.scores).mean()
 
 
-class MotionScoreError(Metric):
+class MotionScoreError(_FlowMetric):
     """Mean |MS(generated) - MS(reference)| over paired videos [B, F, 3, H, W] in [-1, 1].
 
     Keeps per-pair ``generated``, ``reference`` scores (gathered across ranks); ``per_video()``
@@ -196,23 +204,10 @@ class MotionScoreError(Metric):
     a pair may differ in size: each is scored at its own resolution.
     """
 
-    is_differentiable = False
     higher_is_better = False
-    full_state_update = False
 
-    def __init__(
-        self,
-        flow: nn.Module | None = None,
-        method: str = "auto",
-        raft_weights: str | Path | None = None,
-        raft_arch: str = "large",
-        num_flow_updates: int = 20,
-        max_pairs: int = 64,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.flow = flow or build_flow(method, raft_weights, raft_arch, num_flow_updates)
-        self.max_pairs = max_pairs
+    def __init__(self, flow: nn.Module | None = None, **kwargs) -> None:
+        super().__init__(flow, **kwargs)
         self.add_state("generated", [], dist_reduce_fx="cat")
         self.add_state("reference", [], dist_reduce_fx="cat")
 

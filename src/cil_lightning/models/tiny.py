@@ -7,13 +7,23 @@ runs unchanged on the full-size network.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
 from ..diffusion.schedules import EDMSchedule
 from .svd import SVDDenoiser
+
+
+@contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Random initialisation from ``seed`` without touching the global RNG (None: global RNG)."""
+    with torch.random.fork_rng(enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
 
 
 def tiny_unet(
@@ -69,19 +79,16 @@ def tiny_pixel_svd(
     layers_per_block: int = 1,
     num_attention_heads: Sequence[int] = (2, 4),
     addition_time_embed_dim: int = 8,
-    fps: float = 7.0,
-    motion_bucket_id: float = 127.0,
-    cfg_dropout: float = 0.1,
-    noise_embed: bool = False,
     seed: int | None = 0,
+    **kwargs,
 ) -> SVDDenoiser:
     """The tiny SVD-class denoiser in pixel space (3 channels, no VAE).
 
-    ``seed`` fixes the random initialisation independently of the global RNG state.
+    ``seed`` fixes the random initialisation independently of the global RNG state; ``kwargs``
+    go to :class:`SVDDenoiser` (the small image encoder trains with the UNet unless
+    ``freeze_image_encoder=True``).
     """
-    with torch.random.fork_rng(enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
+    with _seeded(seed):
         unet = tiny_unet(
             latent_channels=3,
             block_out_channels=block_out_channels,
@@ -91,15 +98,12 @@ def tiny_pixel_svd(
             addition_time_embed_dim=addition_time_embed_dim,
         )
         encoder = TinyImageEncoder(embed_dim=embed_dim)
+    kwargs.setdefault("freeze_image_encoder", False)
     return SVDDenoiser(
         unet=unet,
         image_encoder=encoder,
         schedule=schedule if schedule is not None else EDMSchedule(),
-        fps=fps,
-        motion_bucket_id=motion_bucket_id,
-        cfg_dropout=cfg_dropout,
-        noise_embed=noise_embed,
-        freeze_image_encoder=False,  # the small encoder learns with the UNet
+        **kwargs,
     )
 
 
@@ -123,9 +127,7 @@ def tiny_svd(
 
     from .svd import CLIPImageEmbedder
 
-    with torch.random.fork_rng(enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
+    with _seeded(seed):
         unet = tiny_unet(
             latent_channels=4,
             block_out_channels=block_out_channels,
