@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..sweep import final_values, objective
 from ..validation import validate
 from . import run_hydra_task
 
@@ -39,6 +40,7 @@ def train(cfg: DictConfig) -> dict:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    value = objective(cfg, final_values(trainer, callbacks))  # None unless optimized_metric set
 
     outputs = {"output_dir": Path(cfg.paths.output_dir)}
     if trainer.checkpoint_callback is not None:
@@ -52,7 +54,7 @@ def train(cfg: DictConfig) -> dict:
         print("\ncil_lightning train finished; outputs:")
         for key, value in outputs.items():
             print(f"  {key:<11} {value}")
-    return outputs
+    return outputs if value is None else value
 
 
 def main(task: str, overrides: list[str]) -> int:
