@@ -59,6 +59,7 @@ def _module(cfg, **kwargs):
 
 
 def _trainer(tmp_path, max_steps, callbacks=(), **kwargs):
+    kwargs.setdefault("enable_checkpointing", False)
     return L.Trainer(
         accelerator="cpu",
         max_steps=max_steps,
@@ -68,7 +69,6 @@ def _trainer(tmp_path, max_steps, callbacks=(), **kwargs):
         callbacks=list(callbacks),
         default_root_dir=tmp_path,
         limit_val_batches=0,
-        enable_checkpointing=False,
         **kwargs,
     )
 
@@ -76,7 +76,7 @@ def _trainer(tmp_path, max_steps, callbacks=(), **kwargs):
 def test_sigusr1_writes_a_checkpoint_and_training_goes_on(tmp_path):
     cfg = compose("train", TINY, tmp_path)
     saver = SignalCheckpoint(dirpath=str(tmp_path / "checkpoints"))
-    trainer = _trainer(tmp_path, 4, [SendSignal(at_step=2), saver])
+    trainer = _trainer(tmp_path, 4, [SendSignal(at_step=2), saver], enable_checkpointing=True)
     trainer.fit(_module(cfg), datamodule=instantiate(cfg.data))
     assert trainer.global_step == 4
     assert saver.saved == [tmp_path / "checkpoints" / "last.ckpt"]
@@ -123,3 +123,54 @@ def test_non_finite_loss_can_skip_the_batch(tmp_path):
     assert module.skipped_batches == 1
     after = list(module.denoiser.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, after))  # no step was taken
+
+
+def _losses(run_dir):
+    rows = (run_dir / "loss_curve.csv").read_text().splitlines()[1:]
+    return {int(step): float(loss) for step, loss in (r.split(",") for r in rows)}
+
+
+def test_killed_and_resumed_run_reproduces_the_uninterrupted_losses(tmp_path):
+    """SIGTERM mid-run, then ckpt_path=last: the same losses, bit for bit, on the CPU."""
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    common = [
+        sys.executable,
+        "-m",
+        "cil_lightning",
+        "train",
+        *TINY,
+        "trainer.max_steps=8",
+        "trainer.log_every_n_steps=1",
+        "trainer.check_val_every_n_epoch=1",
+        "~callbacks.video_samples",
+        "~callbacks.validation_metrics",
+        "callbacks.model_checkpoint.every_n_train_steps=100",
+    ]
+
+    def run(run_dir, *extra):
+        return subprocess.run(
+            [*common, f"hydra.run.dir={run_dir}", *extra],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+            cwd=ROOT,
+        )
+
+    full = run(tmp_path / "full")
+    assert full.returncode == 0, full.stderr[-3000:]
+    killed = run(
+        tmp_path / "resumed",
+        "+callbacks.kill._target_=tests.probes.SendSignal",
+        "+callbacks.kill.at_step=3",
+        "+callbacks.kill.signame=SIGTERM",
+    )
+    # Lightning ends a SIGTERM'd fit with a graceful SystemExit: the run stops before finishing.
+    assert "train finished" not in killed.stdout, killed.stdout[-2000:]
+    ckpt = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 3
+    resumed = run(tmp_path / "resumed", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, got = _losses(tmp_path / "full"), _losses(tmp_path / "resumed")
+    assert sorted(expected) == sorted(got) == list(range(1, 9))
+    assert got == expected

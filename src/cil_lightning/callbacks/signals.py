@@ -5,11 +5,11 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import lightning as L
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_info
 
 
-class SignalCheckpoint(L.Callback):
+class SignalCheckpoint(Checkpoint):
     """On SIGUSR1 or SIGTERM, write ``{dirpath}/last.ckpt`` at the end of the current step.
 
     The SIGUSR1 handler only sets a flag: the checkpoint is written at the next batch end, when
@@ -18,6 +18,9 @@ class SignalCheckpoint(L.Callback):
     caught by Lightning itself, which stops the run with ``SIGTERMException`` right after this
     callback has saved. Under SLURM with Lightning's auto-requeue, Lightning owns SIGUSR1 (it
     saves an ``hpc_ckpt`` and requeues) and this callback leaves it alone.
+
+    A ``Checkpoint`` subclass, so Lightning runs it after the other callbacks' batch-end hooks
+    (whose state then reaches the checkpoint).
 
     Args:
         dirpath: the checkpoint folder (the ModelCheckpoint's, so ``ckpt_path=last`` finds it).

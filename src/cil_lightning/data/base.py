@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .sampling import ItemKey
 from .skip_counter import SkipCounter
 from .video import ClipSpec, VideoError, load_clip
 
@@ -59,10 +60,15 @@ class VideoClipDataset(Dataset):
     (str, empty when unknown), ``index`` (the entry actually used, after skips) and any extras
     the subclass adds through :meth:`extras`.
 
-    Randomness: with ``deterministic=False`` (training) each item draws one seed from the global
-    torch RNG, which Lightning's ``seed_everything(workers=True)`` and the datamodule's worker
-    init make distinct per rank and worker and reproducible per run; with ``deterministic=True``
-    (validation) the seed is a function of ``seed`` and the index, the same every epoch.
+    Randomness (start frame, crop, flip, stride, replacements of unusable videos): with
+    ``deterministic=True`` (validation) each item's seed is a function of ``seed`` and the index,
+    the same every epoch. With ``deterministic=False`` (training) and an
+    :class:`~cil_lightning.data.sampling.ItemKey` index (what the datamodule's
+    :class:`~cil_lightning.data.sampling.ResumableSampler` yields) it is a function of ``seed``,
+    the key's seed and epoch and the index: the same whatever the workers and however the run was
+    interrupted and resumed, and new every epoch. With a plain int index it is one draw from the
+    global torch RNG (distinct per rank and worker through ``seed_everything(workers=True)`` and
+    the datamodule's worker init).
 
     Args:
         clip: a :class:`ClipSpec` (or its fields as a dict).
@@ -119,9 +125,14 @@ class VideoClipDataset(Dataset):
     def path(self, index: int) -> str:
         return self.paths[index]
 
-    def _generator(self, index: int) -> torch.Generator:
+    def _generator(self, index: int, key: int | None = None) -> torch.Generator:
+        """The item's generator: fixed by ``(seed, index)`` when deterministic, by the key's
+        ``(seed, epoch)`` and the index when ``key`` is an :class:`ItemKey`, else one draw from
+        the global torch RNG."""
         if self.deterministic:
             seed = _mix(self.seed, index)
+        elif isinstance(key, ItemKey):
+            seed = _mix(self.seed, key.seed, key.epoch, index)
         else:
             seed = int(torch.randint(0, 2**62, ()))  # one global draw per item, however many tries
         return torch.Generator().manual_seed(seed)
@@ -153,8 +164,8 @@ class VideoClipDataset(Dataset):
         n = len(self)
         if n == 0:
             raise IndexError("empty video data set")
-        index = int(index) % n
-        generator = self._generator(index)
+        key, index = index, int(index) % n
+        generator = self._generator(index, key)
         failures: list[str] = []
         for candidate in self._candidates(index, generator):
             if self.skips.num_bad >= n:

@@ -1,5 +1,6 @@
 """LightningDataModule that serves any configured clip data set (shipped, folder, WebVid, UCF101,
-shards), with worker seeding that differs across ranks and a shared skip counter."""
+shards), with a resumable, rank-sharded training order, worker seeding that differs across ranks
+and a shared skip counter."""
 
 from __future__ import annotations
 
@@ -13,13 +14,28 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from .base import _mix
+from .sampling import ItemKey, ResumableDataLoader, ResumableSampler
 from .skip_counter import skipped_videos
+
+__all__ = [
+    "ItemKey",
+    "ResumableDataLoader",
+    "ResumableSampler",
+    "VideoDataModule",
+    "seed_worker",
+]
 
 
 def _rank() -> int:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank()
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+
+
+def _world_size() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", 1))
 
 
 def seed_worker(worker_id: int, rank: int = 0) -> None:
@@ -49,9 +65,19 @@ class VideoDataModule(L.LightningDataModule):
     """Train and validation loaders over data sets built by Hydra.
 
     Items are dicts with at least ``video`` [F, 3, H, W] in [-1, 1], ``cond_frame`` [3, H, W],
-    ``fps`` and ``name``. Map-style sets are split across DDP ranks by Lightning's
-    DistributedSampler; shard streams split their shards by rank (set in :meth:`setup`) and
-    worker.
+    ``fps`` and ``name``.
+
+    Training order (map-style sets): a :class:`ResumableSampler` permutes each epoch with
+    ``seed + epoch`` (the same permutation on every rank) and deals it out by rank, so DDP ranks
+    see disjoint samples; being a ``DistributedSampler``, Lightning keeps it rather than putting
+    its own in front (no trainer setting needed). The train loader is a
+    :class:`ResumableDataLoader`: Lightning saves its position (epoch, batches yielded, seed) in
+    every checkpoint and ``trainer.fit(..., ckpt_path=...)`` restores it, so a resumed run sees
+    exactly the batches the uninterrupted run would have seen, with the same augmentation:
+    items draw their randomness from ``(seed, epoch, index)`` (see :class:`ItemKey`), not from
+    worker RNG. Validation loaders are plain (Lightning shards them under DDP). Shard streams
+    split their shards by rank (set in :meth:`setup`) and worker; they are not resumable
+    mid-epoch (Lightning warns when one is resumed mid-epoch).
 
     Args:
         train, val: the data sets (``val`` may be None).
@@ -64,6 +90,9 @@ class VideoDataModule(L.LightningDataModule):
         drop_last: drop the last incomplete training batch.
         root: where the data lives; not used here, configs interpolate it into the data sets so
             one override (``data.root=/videos``) moves both splits.
+        seed: seed of the training order and augmentation; None takes the run's seed from
+            ``seed_everything`` (``PL_GLOBAL_SEED``, the same on every rank), else 0. Read when
+            the train loader is built; a resumed loader takes the checkpoint's.
     """
 
     def __init__(
@@ -81,6 +110,7 @@ class VideoDataModule(L.LightningDataModule):
         prefetch_factor: int | None = 2,
         drop_last: bool = True,
         root: str | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.train_set, self.val_set = train, val
@@ -89,7 +119,8 @@ class VideoDataModule(L.LightningDataModule):
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.persistent_workers, self.prefetch_factor = persistent_workers, prefetch_factor
-        self.drop_last, self.root = drop_last, root
+        self.drop_last, self.root, self.seed = drop_last, root, seed
+        self._rank_world: tuple[int, int] | None = None
         for split, ds in (("train", train), ("val", val)):
             size = _clip_size(ds) if ds is not None else None
             if size is not None and size != (num_frames, height, width):
@@ -110,34 +141,56 @@ class VideoDataModule(L.LightningDataModule):
                 paths += ds.skipped_paths()
         return paths
 
+    def set_rank(self, rank: int, world_size: int) -> None:
+        """Serve the share of ``rank`` among ``world_size`` processes (called by :meth:`setup`
+        with the trainer's; without either, the process group's or ``RANK``/``WORLD_SIZE``)."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self._rank_world = (rank, world_size)
+        for ds in (self.train_set, self.val_set):
+            if hasattr(ds, "set_rank"):
+                ds.set_rank(rank, world_size)
+
     def setup(self, stage: str | None = None) -> None:
         rank, world = 0, 1
         if self.trainer is not None:
             rank, world = self.trainer.global_rank, self.trainer.world_size
-        for ds in (self.train_set, self.val_set):
-            if hasattr(ds, "set_rank"):
-                ds.set_rank(rank, world)
+        self.set_rank(rank, world)
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        if self._rank_world is not None:
+            return self._rank_world
+        if self.trainer is not None:
+            return self.trainer.global_rank, self.trainer.world_size
+        return _rank(), _world_size()
+
+    def _order_seed(self) -> int:
+        if self.seed is not None:
+            return int(self.seed)
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
         iterable = isinstance(dataset, IterableDataset)
-        rank = self.trainer.global_rank if self.trainer is not None else _rank()
+        rank, world = self._rank_and_world()
         workers = self.num_workers > 0
-        drop_last = train and self.drop_last
-        if drop_last and not iterable:
-            drop_last = len(dataset) >= batch_size
-        return DataLoader(
-            dataset,
+        kwargs = dict(
             batch_size=batch_size,
-            shuffle=train and not iterable,
-            drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=workers and self.persistent_workers,
             prefetch_factor=self.prefetch_factor if workers else None,
             worker_init_fn=functools.partial(seed_worker, rank=rank) if workers else None,
         )
+        if not train or iterable:
+            return DataLoader(dataset, shuffle=False, drop_last=train and self.drop_last, **kwargs)
+        sampler = ResumableSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=True, seed=self._order_seed()
+        )
+        drop_last = self.drop_last and len(sampler) >= batch_size
+        return ResumableDataLoader(dataset, sampler=sampler, drop_last=drop_last, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
+        """A :class:`ResumableDataLoader` for map-style sets (a plain one for streams)."""
         return self._loader(self.train_set, self.batch_size, train=True)
 
     def val_dataloader(self) -> DataLoader | list:
