@@ -31,8 +31,8 @@ class I2VLitModule(L.LightningModule):
             posterior). Each step draws from a generator seeded by (seed, rank, step), so ranks
             draw differently and a resumed run draws exactly what the uninterrupted run drew.
         nan_policy: a non-finite loss ``stop``s the run (after saving ``nan_step<N>.ckpt`` for
-            debugging) or ``skip``s the batch (no backward, no optimiser step); every rank takes
-            the same decision.
+            debugging) or ``skip``s the batch (no backward, so the weights do not move; the step
+            counter, LR schedule and EMA still advance); every rank takes the same decision.
         val_seed: seed of the fixed noise and times that make ``val/loss`` comparable across
             evaluations.
         run_config: the resolved run config, stored in every checkpoint so that ``sample`` and
