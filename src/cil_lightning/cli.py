@@ -18,6 +18,10 @@ TASKS: dict[str, tuple[str | None, str]] = {
     "evaluate": ("evaluate", "compute FVD / IS / motion score / CLIP metrics on folders of videos"),
     "stats": ("stats", "estimate Analytic-Init latent statistics from a data set"),
     "export": ("export", "write a trained (EMA) UNet as a diffusers pipeline folder"),
+    "diagnose": (
+        "diagnose",
+        "leakage diagnostic: one-step x0 motion vs noise level, output vs input motion",
+    ),
 }
 
 USAGE = """usage: python -m cil_lightning <task> [hydra overrides ...]
