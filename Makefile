@@ -30,14 +30,17 @@ test-full: $(STAMP) ## every test, slow and GPU ones included (GPU tests need a 
 	$(PY) -m pytest -q -m ''
 
 lint: $(STAMP) ## ruff
-	$(PY) -m ruff check src tests bench data
-	$(PY) -m ruff format --check src tests bench data
+	$(PY) -m ruff check src tests bench data experiments
+	$(PY) -m ruff format --check src tests bench data experiments
 
 bench: $(STAMP) ## CPU benchmarks: decoding, and the training step against a bare loop
 	$(PY) bench/bench_decode.py --out bench/results/decode_cpu.md
 	$(PY) bench/bench_train_step.py
 
+reproduce-leakage: $(STAMP) ## the leakage study on the shipped clips (about 40 min on 2 CPU cores)
+	$(PY) experiments/leakage_study/run_study.py
+
 clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
 
-.PHONY: help install train test test-full lint bench clean
+.PHONY: help install train test test-full lint bench reproduce-leakage clean
