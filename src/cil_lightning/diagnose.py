@@ -119,6 +119,15 @@ def _batches(n: int, batch_size: int):
         yield slice(i, min(i + batch_size, n))
 
 
+def _clip_batches(denoiser, videos: Tensor, fps: Tensor | None, batch_size: int, motion_fn):
+    """Per batch of clips: (indices, clips [b, F, 3, H, W], clean condition, MS of the clips)."""
+    n = videos.shape[0]
+    for sl in _batches(n, batch_size):
+        video = videos[sl]
+        cond = _condition(denoiser, video, None if fps is None else fps[sl])
+        yield list(range(n))[sl], video, cond, motion_fn(video).tolist()
+
+
 # ------------------------------------------------------------------------------ measurement 1
 @torch.no_grad()
 def one_step_rows(
@@ -154,11 +163,7 @@ def one_step_rows(
     n = videos.shape[0]
     names = list(names) if names is not None else [f"clip{i}" for i in range(n)]
     rows = []
-    for sl in _batches(n, batch_size):
-        idx = list(range(n))[sl]
-        video = videos[sl]
-        cond = _condition(denoiser, video, None if fps is None else fps[sl])
-        ms_real = motion_fn(video).tolist()
+    for idx, video, cond, ms_real in _clip_batches(denoiser, videos, fps, batch_size, motion_fn):
         for seed in seeds:
             x0 = _encode(denoiser, video, [_seed(seed, i, -1) for i in idx])
             ms_recon = motion_fn(denoiser.decode_video(x0)).tolist()
@@ -246,11 +251,7 @@ def sampling_rows(
     n, frames = videos.shape[:2]
     names = list(names) if names is not None else [f"clip{i}" for i in range(n)]
     rows = []
-    for sl in _batches(n, batch_size):
-        idx = list(range(n))[sl]
-        video = videos[sl]
-        cond = _condition(denoiser, video, None if fps is None else fps[sl])
-        ms_real = motion_fn(video).tolist()
+    for idx, _video, cond, ms_real in _clip_batches(denoiser, videos, fps, batch_size, motion_fn):
         for seed in seeds:
             for setting in settings:
                 out = generate(
