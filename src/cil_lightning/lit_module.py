@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .diffusion.cond_noise import CondNoise
 from .diffusion.loss import denoising_loss
+from .ema import build_ema
 
 
 class I2VLitModule(L.LightningModule):
@@ -27,6 +27,8 @@ class I2VLitModule(L.LightningModule):
         weighting: loss weighting (``edm``, ``eps``, ``v``, ``flow``; see ``diffusion/loss.py``).
         ema_decay: keep an exponential moving average of the UNet weights with this decay
             (torch's ``AveragedModel``; SVD reference: 0.9999); None keeps none.
+        ema_warmup: warm the EMA decay up as diffusers' ``EMAModel`` (the SVD reference) does,
+            min((1 + s) / (10 + s), ema_decay) at update s + 1 (``ema.py``); False: constant.
         seed: base seed of the training draws (t, condition noise, eps, CFG dropout, VAE
             posterior). Each step draws from a generator seeded by (seed, rank, step), so ranks
             draw differently and a resumed run draws exactly what the uninterrupted run drew.
@@ -47,6 +49,7 @@ class I2VLitModule(L.LightningModule):
         lr_scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         weighting: str = "edm",
         ema_decay: float | None = None,
+        ema_warmup: bool = True,
         seed: int = 0,
         nan_policy: str = "stop",
         val_seed: int = 1234,
@@ -62,12 +65,7 @@ class I2VLitModule(L.LightningModule):
         self.skipped_batches = 0
         self.ema = None
         if ema_decay is not None:
-            if not 0.0 < ema_decay < 1.0:
-                raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay}")
-            self.ema = AveragedModel(
-                denoiser.unet, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
-            )
-            self.ema.requires_grad_(False)
+            self.ema = build_ema(denoiser.unet, ema_decay, warmup=ema_warmup)
 
     def step_generator(self, batch_idx: int) -> torch.Generator:
         """The generator of one training micro-batch, seeded by (seed, rank, step, micro-batch).

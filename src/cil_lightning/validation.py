@@ -58,6 +58,7 @@ RULES: tuple[Rule, ...] = (
     Rule("trainer.max_steps", _int(lambda v: v == -1 or v >= 1), "-1 or an integer >= 1", ""),
     Rule("nan_policy", lambda v: v in ("stop", "skip"), "'stop' or 'skip'", "non-finite loss"),
     Rule("ema_decay", lambda v: v is None or _num(lambda x: 0 < x < 1)(v), "null or (0, 1)", ""),
+    Rule("ema_warmup", lambda v: isinstance(v, bool), "true or false", "EMA decay warm-up"),
     Rule("sampler.num_steps", _int(lambda v: v >= 1), "an integer >= 1", "sampling steps"),
     Rule("sampler.min_guidance", _num(lambda v: v >= 0), ">= 0", "first frame's CFG scale"),
     Rule("sampler.max_guidance", _num(lambda v: v >= 0), ">= 0", "last frame's CFG scale"),

@@ -29,6 +29,7 @@ def train(cfg: DictConfig) -> dict:
         lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
         weighting=cfg.weighting,
         ema_decay=cfg.get("ema_decay"),
+        ema_warmup=cfg.get("ema_warmup", True),
         seed=cfg.seed,
         nan_policy=cfg.get("nan_policy", "stop"),
         run_config=OmegaConf.to_container(cfg, resolve=True),
