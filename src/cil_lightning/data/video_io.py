@@ -1,7 +1,10 @@
-"""Writing videos and frames to disk (mp4 through PyAV, gif and png through Pillow)."""
+"""Video files and frames: writing (mp4 through PyAV, gif and png through Pillow), reading,
+probing, and bringing frames to one size (``cover_center_crop``, the training clips' transform).
+"""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +20,10 @@ def to_uint8(frames: Tensor) -> np.ndarray:
 def write_mp4(
     path: str | Path, frames: Tensor | np.ndarray, fps: float = 8.0, options: dict | None = None
 ) -> Path:
-    """Encode frames [F, 3, H, W] in [-1, 1] (or uint8 [F, H, W, 3]) as H.264.
+    """Encode frames [F, 3, H, W] in [-1, 1] (or uint8 [F, H, W, 3]) as H.264 at ``fps``.
 
-    Falls back to MPEG-4 part 2 where no H.264 encoder exists. ``options`` go to the encoder
+    A fractional ``fps`` is kept as a fraction (25 / 3 stays 25/3, not 8). Falls back to
+    MPEG-4 part 2 where no H.264 encoder exists. ``options`` go to the encoder
     (e.g. ``{"crf": "12"}`` for near-lossless H.264).
     """
     import av
@@ -30,11 +34,13 @@ def write_mp4(
     # yuv420p needs even sides; pad by edge replication rather than crop, so nothing is lost.
     h, w = video.shape[1:3]
     video = np.pad(video, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    # Denominator 1001 keeps NTSC rates (30000/1001) exact.
+    rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), mode="w") as container:
         try:
-            stream = container.add_stream("libx264", rate=round(fps), options=options or {})
+            stream = container.add_stream("libx264", rate=rate, options=options or {})
         except (av.codec.codec.UnknownCodecError, ValueError):
-            stream = container.add_stream("mpeg4", rate=round(fps))
+            stream = container.add_stream("mpeg4", rate=rate)
         stream.width, stream.height = video.shape[2], video.shape[1]
         stream.pix_fmt = "yuv420p"
         for frame in video:
@@ -80,3 +86,56 @@ def read_video(path: str | Path) -> Tensor:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()
     return x / 127.5 - 1.0
+
+
+def probe_video(path: str | Path) -> tuple[int, int, float | None]:
+    """(height, width, fps) from a video file's header, without decoding; fps None if unknown."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        size = stream.codec_context.height, stream.codec_context.width
+    return int(size[0]), int(size[1]), float(rate) if rate else None
+
+
+RESIZE_POLICY = (
+    "cover_center_crop: scale so the short side covers height x width, keep the centre "
+    "(crop in source pixels, then bilinear resampling with antialias, "
+    "torch.nn.functional.interpolate(mode='bilinear', antialias=True, align_corners=False)); "
+    "the transform of the training clips (data.video.crop_box + frames_to_tensor)"
+)
+
+
+def cover_center_crop(frames: Tensor | np.ndarray, height: int, width: int) -> Tensor:
+    """Bring frames to ``height x width``: short side scaled to cover, then centre crop.
+
+    The one resize of the project's clips (``data.video.crop_box`` with ``crop="center"`` and
+    ``frames_to_tensor``: crop in source pixels, then bilinear with antialias), so condition
+    frames, exported reference clips and evaluated videos are all made alike.
+
+    Args:
+        frames: float [F, 3, h, w] or [3, h, w] in [-1, 1] (quantised to 8 bits first, which is
+            exact for frames read from 8-bit files), or uint8 [F, h, w, 3] (decoder output).
+
+    Returns:
+        float [F, 3, height, width] (or [3, height, width]) in [-1, 1]; a float input already of
+        that size is returned unchanged.
+    """
+    from .video import crop_box, frames_to_tensor
+
+    if isinstance(frames, np.ndarray):
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(
+                f"expected uint8 frames [F, h, w, 3], got {frames.dtype} {frames.shape}"
+            )
+        box = crop_box(frames.shape[1:3], height, width, "center")
+        return frames_to_tensor(frames, box, height, width)
+    if frames.dim() not in (3, 4) or frames.shape[-3] != 3:
+        raise ValueError(f"expected frames [F, 3, h, w] or [3, h, w], got {tuple(frames.shape)}")
+    if tuple(frames.shape[-2:]) == (height, width):
+        return frames
+    single = frames.dim() == 3
+    video = to_uint8(frames[None] if single else frames)
+    out = cover_center_crop(video, height, width).to(frames.device)
+    return out[0] if single else out

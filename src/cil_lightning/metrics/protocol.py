@@ -1,12 +1,16 @@
 """The paper's UCF101 evaluation clips (METHOD.md section 6, ``conf/protocol/ucf101.yaml``).
 
-2048 clips of 16 frames, each a random real clip read with frame stride 3; its first frame is
-the condition and the clip itself the reference. ``draw_clips`` fixes the list from a seed;
-``export_clips`` writes ``<name>.mp4`` (the reference clip), ``<name>_cond.png`` (the condition)
-and ``clips.csv``, so that generated videos saved as ``<name>.mp4`` pair with the references in
-``evaluate``.
+2048 clips of 16 frames, each a random real clip read with frame stride 3 (UCF101 is 25 fps, so
+a clip runs at 25 / 3 = 8.3 fps, not 3 fps); its first frame is the condition and the clip itself
+the reference. Both are brought to the generation resolution (default 320x512) by the same
+resize and centre crop (``data.video_io.cover_center_crop``), so the reference set and the
+generated videos are compared at one resolution. ``draw_clips`` fixes the list from a seed;
+``export_clips`` writes ``<name>.mp4`` (the reference clip, at source fps / stride),
+``<name>_cond.png`` (the condition) and ``clips.csv``, so that generated videos saved as
+``<name>.mp4`` pair with the references in ``evaluate``.
 
     python -m cil_lightning.metrics.protocol UCF101_DIR OUT_DIR [--num-videos 2048] [--seed 0]
+        [--frame-stride 3] [--height 320 --width 512]
 """
 
 from __future__ import annotations
@@ -18,6 +22,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".gif", ".webm", ".mkv", ".mov")
+# Near-lossless H.264 for the reference clips: the codec should not become part of the reference.
+REFERENCE_OPTIONS = {"crf": "12", "preset": "veryfast"}
+MANIFEST_COLUMNS = (
+    "name",
+    "source",
+    "start",
+    "stride",
+    "num_frames",
+    "source_fps",
+    "fps",
+    "source_height",
+    "source_width",
+    "height",
+    "width",
+)
 
 
 @dataclass(frozen=True)
@@ -25,7 +44,7 @@ class ClipSpec:
     name: str  # output stem, unique
     source: str  # path of the real video
     start: int  # first frame index in the source
-    stride: int
+    stride: int  # frame stride: source frames per clip frame (not fps)
     num_frames: int
 
     @property
@@ -78,39 +97,80 @@ def count_frames(path: str | Path) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
-def export_clips(clips: list[ClipSpec], out_dir: str | Path, fps: float = 8.0) -> Path:
+def export_clips(
+    clips: list[ClipSpec],
+    out_dir: str | Path,
+    height: int = 320,
+    width: int = 512,
+    options: Mapping[str, str] | None = None,
+) -> Path:
     """Write each clip's reference ``<name>.mp4``, its condition ``<name>_cond.png`` and a
-    ``clips.csv`` manifest to ``out_dir``. Returns the manifest path."""
-    from ..data.video_io import read_video, write_mp4, write_png
+    ``clips.csv`` manifest to ``out_dir``. Returns the manifest path.
 
+    Reference and condition are the source frames brought to ``height x width`` by
+    ``cover_center_crop`` (short side scaled to cover, centre crop, bilinear with antialias), the
+    condition being exactly the first reference frame before encoding. A clip's frame rate is
+    the source's, read from the file, divided by the stride (UCF101: 25 / 3 = 8.33 fps); the mp4
+    carries it and ``clips.csv`` records it with the source rate and sizes.
+    """
+    from ..data.video import open_video
+    from ..data.video_io import cover_center_crop, write_mp4, write_png
+
+    if height < 8 or width < 8:
+        raise ValueError(f"height={height}, width={width}: both must be >= 8")
+    options = dict(REFERENCE_OPTIONS if options is None else options)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cache: dict[str, object] = {}
+    rows, handle, opened = [], None, None
     for clip in clips:
-        if clip.source not in cache:
-            cache.clear()  # one decoded source at a time
-            cache[clip.source] = read_video(clip.source)
-        frames = cache[clip.source][clip.frame_indices]
-        write_mp4(out_dir / f"{clip.name}.mp4", frames, fps)
-        write_png(out_dir / f"{clip.name}_cond.png", frames[0])
+        if clip.source != opened:
+            # The naive handle decodes every frame once, in the order count_frames counted them.
+            handle, opened = open_video(clip.source, "naive"), clip.source
+        video = cover_center_crop(handle.get(clip.frame_indices), height, width)
+        fps = handle.fps / clip.stride
+        write_mp4(out_dir / f"{clip.name}.mp4", video, fps, options)
+        write_png(out_dir / f"{clip.name}_cond.png", video[0])
+        rows.append(
+            [clip.name, clip.source, clip.start, clip.stride, clip.num_frames]
+            + [round(handle.fps, 6), round(fps, 6), *handle.size, height, width]
+        )
     manifest = out_dir / "clips.csv"
     with manifest.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["name", "source", "start", "stride", "num_frames"])
-        for c in clips:
-            w.writerow([c.name, c.source, c.start, c.stride, c.num_frames])
+        writer = csv.writer(f)
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows(rows)
     return manifest
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("source_dir", help="folder of UCF101 videos (searched recursively)")
     p.add_argument("out_dir")
     p.add_argument("--num-videos", type=int, default=2048)
     p.add_argument("--num-frames", type=int, default=16)
-    p.add_argument("--frame-stride", type=int, default=3)
+    p.add_argument(
+        "--frame-stride",
+        type=int,
+        default=3,
+        help="source frames per clip frame (not fps); clip fps = source fps / stride",
+    )
+    p.add_argument("--height", type=int, default=320, help="generation height of the model")
+    p.add_argument("--width", type=int, default=512, help="generation width of the model")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for key, value, lo in (
+        ("--num-videos", args.num_videos, 1),
+        ("--num-frames", args.num_frames, 2),
+        ("--frame-stride", args.frame_stride, 1),
+        ("--height", args.height, 8),
+        ("--width", args.width, 8),
+    ):
+        if value < lo:
+            raise SystemExit(f"{key}={value} is out of range; allowed: an integer >= {lo}")
     paths = sorted(
         q for q in Path(args.source_dir).rglob("*") if q.suffix.lower() in VIDEO_SUFFIXES
     )
@@ -121,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = {str(q): count_frames(q) for q in tqdm(paths, desc="counting frames")}
     clips = draw_clips(counts, args.num_videos, args.num_frames, args.frame_stride, args.seed)
     clips.sort(key=lambda c: c.source)  # decode each source once
-    print(export_clips(clips, args.out_dir))
+    print(export_clips(clips, args.out_dir, args.height, args.width))
     return 0
 
 

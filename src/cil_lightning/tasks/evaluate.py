@@ -1,9 +1,15 @@
 """``python -m cil_lightning evaluate``: metrics of a folder of generated videos against real ones.
 
-Reads both folders, pairs videos by name, runs the chosen metrics (``metrics/``) batch by batch
-with progress bars, and writes ``metrics.json`` (set-level numbers and how they were computed) and
-``per_video.csv`` (per-pair numbers) in the run folder; with W&B on (offline by default) it also
-logs the numbers and a table with the videos.
+Reads both folders, pairs videos by name, brings every video to one resolution, runs the chosen
+metrics (``metrics/``) batch by batch with progress bars, and writes ``metrics.json`` (set-level
+numbers and how they were computed) and ``per_video.csv`` (per-pair numbers) in the run folder;
+with W&B on (offline by default) it also logs the numbers and a table with the videos.
+
+One resolution (METHOD.md section 6): ``resolution`` (default: the first generated video's own
+size, so generated videos are not resized) is where every comparison happens. Videos, reference
+clips and condition images of another size are brought to it by ``resize: cover_center_crop``
+(``data.video_io.cover_center_crop``, the training clips' transform), so the motion score of a
+320x240 reference and of a 320x512 generation are both pixels per frame at 320x512.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from ..validation import ConfigError, validate
 from . import run_hydra_task
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".gif", ".webm", ".mkv", ".mov")
+RESIZE_POLICIES = ("cover_center_crop",)
 
 
 def list_videos(folder: str | Path) -> dict[str, Path]:
@@ -94,6 +101,11 @@ def check_config(cfg: DictConfig) -> list[tuple[str, Path, Path | None]]:
     nf = cfg.get("num_frames")
     if nf is not None and (not isinstance(nf, int) or nf < 2):
         problems.append(f"  num_frames={nf!r} is out of range; allowed: null or an integer >= 2")
+    res = cfg.get("resolution")
+    if res is not None and not _is_size(res):
+        problems.append(f"  resolution={res!r} is out of range; allowed: null or [H, W], ints >= 8")
+    if cfg.get("resize", "cover_center_crop") not in RESIZE_POLICIES:
+        problems.append(f"  resize={cfg.get('resize')!r}; allowed: {', '.join(RESIZE_POLICIES)}")
     if str(cfg.device) not in ("auto", "cpu") and not str(cfg.device).startswith("cuda"):
         problems.append(f"  device={cfg.device!r}; allowed: auto, cpu, cuda, cuda:N")
     if not unknown:
@@ -119,6 +131,15 @@ def check_config(cfg: DictConfig) -> list[tuple[str, Path, Path | None]]:
     return pairs
 
 
+def _is_size(value) -> bool:
+    """[H, W] of two integers >= 8 (a list or a ListConfig)."""
+    try:
+        h, w = value
+    except (TypeError, ValueError):
+        return False
+    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 8 for v in (h, w))
+
+
 def _condition_png(folder: Path, stem: str, reference: Path | None) -> Path | None:
     keys = [stem] + ([reference.stem] if reference is not None else [])
     for key in keys:
@@ -128,11 +149,15 @@ def _condition_png(folder: Path, stem: str, reference: Path | None) -> Path | No
     return None
 
 
-def _load(path: Path, num_frames: int | None, stride: int = 1):
-    from ..data.video_io import read_video
+def _load(path: Path, size: tuple[int, int], num_frames: int | None, stride: int = 1):
+    """(frames [F, 3, H, W] in [-1, 1] at ``size``, the file's own (h, w), its fps / stride)."""
+    from ..data.video_io import cover_center_crop, probe_video, read_video
 
     video = read_video(path)[::stride]
-    return video[:num_frames] if num_frames else video
+    video = video[:num_frames] if num_frames else video
+    fps = probe_video(path)[2]
+    native = tuple(video.shape[-2:])
+    return cover_center_crop(video, *size), native, None if fps is None else fps / stride
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -142,6 +167,7 @@ def evaluate(cfg: DictConfig) -> dict:
     import torch
     from tqdm import tqdm
 
+    from ..data.video_io import RESIZE_POLICY, cover_center_crop, probe_video
     from ..metrics.registry import METRICS, build_metrics
 
     torch.manual_seed(cfg.seed)
@@ -154,7 +180,15 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cond_mode, nf = str(cfg.condition), cfg.get("num_frames")
+    # Generated videos are not resized by default: references come to the generation size.
+    if cfg.get("resolution") is not None:
+        size, size_from = tuple(int(v) for v in cfg.resolution), "config (resolution)"
+    else:
+        size, size_from = probe_video(pairs[0][1])[:2], f"the first generated video ({pairs[0][1]})"
     rows: list[dict] = []
+    seen: dict[str, dict] = {"generated": {}, "reference": {}, "condition": {}}
+    fps: dict[str, set] = {"generated": set(), "reference": set()}
+    counts = {n: {"generated": 0, "reference": 0} for n in names}
 
     def flush(batch: list[dict]) -> None:
         gen = torch.stack([b["generated"] for b in batch]).to(device)
@@ -168,6 +202,8 @@ def evaluate(cfg: DictConfig) -> dict:
             if METRICS[name].needs_reference and ref is None:
                 continue
             metric.update_videos(gen, ref, cond)
+            counts[name]["generated"] += len(batch)
+            counts[name]["reference"] += len(batch) if METRICS[name].needs_reference else 0
             if hasattr(metric, "scores") and name != "ms_error":
                 for row, v in zip(rows[-len(batch) :], metric.scores[-1].tolist()):
                     row[name] = v
@@ -179,14 +215,25 @@ def evaluate(cfg: DictConfig) -> dict:
     batch: list[dict] = []
     shape = None
     for stem, gpath, rpath in tqdm(pairs, desc="evaluate", unit="video"):
-        gen = _load(gpath, nf)
-        ref = _load(rpath, nf, int(cfg.reference_stride)) if rpath is not None else None
+        gen, gsize, gfps = _load(gpath, size, nf)
+        record = {"name": stem, "generated": str(gpath), "reference": ""}
+        record["generated_size"] = _hw(gsize)
+        _count(seen["generated"], gsize)
+        fps["generated"].add(gfps)
+        ref = None
+        if rpath is not None:
+            ref, rsize, rfps = _load(rpath, size, nf, int(cfg.reference_stride))
+            record.update(reference=str(rpath), reference_size=_hw(rsize))
+            _count(seen["reference"], rsize)
+            fps["reference"].add(rfps)
         if cond_mode == "reference":
             cond = ref[0]
         elif cond_mode == "generated":
             cond = gen[0]
         else:
-            cond = _read_png(_condition_png(Path(cond_mode), stem, rpath))
+            png = _read_png(_condition_png(Path(cond_mode), stem, rpath))
+            _count(seen["condition"], tuple(png.shape[-2:]))
+            cond = cover_center_crop(png, *size)
         item = {"generated": gen, "reference": ref, "condition": cond}
         key = tuple(t.shape if t is not None else None for t in item.values())
         if batch and (key != shape or len(batch) == cfg.batch_size):
@@ -194,13 +241,7 @@ def evaluate(cfg: DictConfig) -> dict:
             batch = []
         shape = key
         batch.append(item)
-        rows.append(
-            {
-                "name": stem,
-                "generated": str(gpath),
-                "reference": str(rpath) if rpath is not None else "",
-            }
-        )
+        rows.append(record)
         if len(batch) == cfg.batch_size:
             flush(batch)
             batch = []
@@ -214,14 +255,46 @@ def evaluate(cfg: DictConfig) -> dict:
             extra["is_std"] = float(metrics[name].std)
     flows = [m.flow for m in metrics.values() if hasattr(m, "flow")]
     flow_name = type(flows[0]).__name__ if flows else None
+    h, w = size
+    stride = int(cfg.reference_stride)
     summary = {
         "metrics": results,
         **extra,
         "num_videos": len(pairs),
+        "videos_per_metric": counts,
+        "unique_references": len({r for _, _, r in pairs if r is not None}),
         "generated": str(cfg.generated),
         "reference": None if cfg.reference is None else str(cfg.reference),
         "num_frames": nf,
-        "reference_stride": int(cfg.reference_stride),
+        "reference_stride": stride,
+        "frame_stride": {
+            "reference": stride,
+            "meaning": f"frame stride, not fps: one decoded frame in {stride} of each reference "
+            f"file is kept (its fps / {stride}); generated videos are read at stride 1",
+            "protocol": _plain(cfg.get("protocol")),
+        },
+        "fps": {
+            **{k: sorted(round(v, 4) for v in vs if v is not None) for k, vs in fps.items()},
+            "note": "distinct frame rates of the files (references: divided by the stride); a "
+            "generated file's rate is what the sampler wrote, not necessarily the model's",
+        },
+        "resolution": [h, w],
+        "resolution_from": size_from,
+        "resize": {
+            "policy": str(cfg.get("resize", "cover_center_crop")),
+            "description": RESIZE_POLICY,
+            "native_sizes": {k: v for k, v in seen.items() if v},
+            "resized": {
+                k: sum(n for hw, n in v.items() if hw != _hw(size)) for k, v in seen.items() if v
+            },
+        },
+        "motion_score_definition": (
+            f"MS = mean over the F - 1 consecutive frame pairs and all {h}x{w} pixels of "
+            f"|flow| = sqrt(u^2 + v^2), in pixels per frame at {h}x{w} (after the resize above), "
+            f"flow by {flow_name}; ms_error = mean over pairs of |MS(generated) - MS(reference)|"
+        )
+        if flow_name
+        else None,
         "condition": cond_mode,
         "settings": {METRICS[n].group: settings.get(METRICS[n].group) for n in names},
         "motion_flow": flow_name,
@@ -237,6 +310,18 @@ def evaluate(cfg: DictConfig) -> dict:
         print(f"  {name:<21} {value:.6g}")
     print(f"  metrics.json          {json_path}\n  per_video.csv         {csv_path}")
     return {"metrics": results, "metrics_json": json_path, "per_video_csv": csv_path}
+
+
+def _hw(size) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _count(counter: dict, size) -> None:
+    counter[_hw(size)] = counter.get(_hw(size), 0) + 1
+
+
+def _plain(node):
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 
 def _read_png(path: Path):
