@@ -240,3 +240,35 @@ def test_families_and_alpha_sigma_consistency():
         assert not math.isnan(ratio.sum().item())
     families = [s.family for s in (VPSchedule(), EDMSchedule(), FlowSchedule())]
     assert families == ["vp", "edm", "flow"]
+
+
+# --------------------------------------------------------------------------------------------------
+# sigma-space: sigma/alpha and its inverse (the diagnostic's noise levels)
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+def test_vp_sigma_over_alpha_and_its_inverse(rescale):
+    sch = VPSchedule(rescale_zero_terminal_snr=rescale)
+    t = torch.arange(1000, dtype=torch.float64)
+    abar = sch.alphas_cumprod.double()
+    s = sch.sigma_over_alpha(t)
+    finite = abar > 0
+    torch.testing.assert_close(s[finite], ((1 - abar[finite]) / abar[finite]).sqrt())
+    assert torch.isinf(s[999]).item() == rescale  # zero terminal SNR: alpha = 0, pure noise
+    assert torch.equal(sch.time_for_sigma(s), t)  # every step round-trips
+    # between two steps: the nearer one in log space; beyond the ends: the end steps
+    s_mid = (s[10] * s[11]).sqrt()
+    assert sch.time_for_sigma(s_mid * 0.99).item() == 10 and sch.time_for_sigma(s_mid * 1.01) == 11
+    ends = sch.time_for_sigma(torch.tensor([1e-6, math.inf]))
+    assert ends.tolist() == [0.0, 999.0]
+
+
+def test_edm_and_flow_sigma_over_alpha_and_its_inverse():
+    edm, flow = EDMSchedule(), FlowSchedule(shift=3.0)
+    sig = torch.tensor([0.002, 0.5, 80.0, 700.0], dtype=torch.float64)
+    assert torch.equal(edm.sigma_over_alpha(sig), sig) and torch.equal(edm.time_for_sigma(sig), sig)
+    t = torch.tensor([0.0, 0.25, 0.5, 0.999, 1.0], dtype=torch.float64)
+    s = flow.sigma_over_alpha(t)
+    torch.testing.assert_close(s[:4], t[:4] / (1 - t[:4]))
+    assert math.isinf(s[4].item())  # x_1 = eps
+    torch.testing.assert_close(flow.time_for_sigma(s), t)

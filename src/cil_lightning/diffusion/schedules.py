@@ -65,6 +65,21 @@ class Schedule(ABC):
     ) -> Tensor:
         """Sampling ladder [num_steps + 1]: first entry ``start_time(M)``, last the clean time."""
 
+    def sigma_over_alpha(self, t: Tensor) -> Tensor:
+        """sigma_t / alpha_t (float64) of native times ``t``, any shape; +inf where alpha_t = 0.
+
+        The noise level of the shared sigma-space x0 + (sigma_t / alpha_t) eps; log-SNR is
+        -2 ln(sigma_t / alpha_t).
+        """
+        alpha, sigma = self.alpha_sigma(torch.as_tensor(t, dtype=torch.float64))
+        alpha, sigma = alpha.double(), sigma.double()
+        return torch.where(alpha > 0, sigma / alpha.clamp_min(1e-300), torch.inf)
+
+    def time_for_sigma(self, s: Tensor) -> Tensor:
+        """Native time whose sigma_t / alpha_t is ``s`` (float64, any shape; ``s`` > 0, may be
+        +inf). Inverse of :meth:`sigma_over_alpha` where the family's time is continuous."""
+        raise NotImplementedError(f"{type(self).__name__} has no sigma-space inverse")
+
 
 class EDMSchedule(Schedule):
     """Variance-exploding EDM process as Stable Video Diffusion uses it (Karras et al. 2022).
@@ -122,6 +137,10 @@ class EDMSchedule(Schedule):
 
     def start_time(self, M: float | None = None) -> float:
         return self.sigma_max if M is None else float(M)
+
+    def time_for_sigma(self, s: Tensor) -> Tensor:
+        # alpha = 1: the native time is sigma itself.
+        return torch.as_tensor(s, dtype=torch.float64).clone()
 
     def sampling_times(self, num_steps, M=None, *, device=None) -> Tensor:
         if num_steps < 1:
@@ -269,6 +288,20 @@ class VPSchedule(Schedule):
         # DDIM "trailing" spacing: starting at M means the first network call is at step M - 1.
         return float(self._check_M(M) - 1)
 
+    def time_for_sigma(self, s: Tensor) -> Tensor:
+        """The integer step in [0, T - 1] whose sigma/alpha is nearest to ``s`` in log space
+        (steps are discrete); s at or below step 0's level gives 0, s = +inf gives T - 1."""
+        s = torch.as_tensor(s, dtype=torch.float64)
+        table = self.sigma_over_alpha(torch.arange(self.T, dtype=torch.float64)).log()  # [T]
+        log_s = s.log().reshape(-1)
+        hi = torch.searchsorted(table, log_s).clamp(1, self.T - 1)  # table[hi - 1] < log_s
+        lo = hi - 1
+        # Nearest of the two neighbours in log space (the pure-noise step of a zero-terminal-SNR
+        # schedule sits at +inf and is reached only by s = +inf); beyond the ends, the end step.
+        step = torch.where(table[hi] - log_s < log_s - table[lo], hi, lo)
+        step = torch.where(log_s >= table[-1], self.T - 1, step)
+        return step.double().view(s.shape)
+
     def sampling_times(self, num_steps, M=None, *, device=None) -> Tensor:
         """DDIM "uniform trailing" ladder started at M: round(arange(M, 0, -M/n)) - 1, then -1.
 
@@ -342,6 +375,11 @@ class FlowSchedule(Schedule):
         if not 0 < M <= 1:
             raise ValueError(f"M must be a flow time in (0, 1], got {M}")
         return float(M)
+
+    def time_for_sigma(self, s: Tensor) -> Tensor:
+        # s = t / (1 - t)  =>  t = s / (1 + s); s = +inf is pure noise, t = 1.
+        s = torch.as_tensor(s, dtype=torch.float64)
+        return torch.where(torch.isinf(s), 1.0, s / (1.0 + s))
 
     def shift_time(self, u: Tensor) -> Tensor:
         """SD3 timestep shift t = shift u / (1 + (shift - 1) u); identity for shift = 1."""

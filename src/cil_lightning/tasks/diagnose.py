@@ -1,10 +1,11 @@
 """``python -m cil_lightning diagnose``: conditional image leakage in a model, measured.
 
 Loads the model (``ckpt=...`` or ``model=...``) and the first ``num_clips`` validation clips of
-``data``, then runs ``cil_lightning.diagnose.run_diagnostic``: one-step x0-prediction motion
-against the normalised time, and full sampling from T and from each M (with and without
-Analytic-Init), output against input motion. Writes ``diagnose.csv``, ``summary.json``,
-``motion_ratio.png`` and ``motion_scatter.png`` into the run folder.
+``data``, then runs ``cil_lightning.diagnose.run_diagnostic``: one-step x0-prediction motion at
+noise levels up to the sampling start (``levels`` in native units, or the default ladder of
+``num_levels`` up to ``sampler.M`` / the full start), and full sampling from T and from each M
+(with and without Analytic-Init), output against input motion. Writes ``diagnose.csv``,
+``summary.json``, ``motion_ratio.png`` and ``motion_scatter.png`` into the run folder.
 """
 
 from __future__ import annotations
@@ -39,13 +40,30 @@ def load_clips(datamodule, num_clips: int):
     return videos, fps, names[:num_clips]
 
 
+def check_level_config(cfg: DictConfig) -> None:
+    """``levels``, ``num_levels`` and ``level_min`` before anything heavy is built (their range
+    against the model's schedule is checked once the model is there)."""
+    levels, n, lo = cfg.get("levels"), cfg.get("num_levels"), cfg.get("level_min")
+    if levels is not None and (
+        not OmegaConf.is_list(levels)
+        or len(levels) == 0
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels)
+    ):
+        raise ValueError(f"levels must be null or a non-empty list of numbers, got {levels}")
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 2):
+        raise ValueError(f"num_levels must be an integer >= 2, got {n}")
+    if not (isinstance(lo, (int, float)) and not isinstance(lo, bool) and 0 < lo < float("inf")):
+        raise ValueError(f"level_min (sigma/alpha) must be finite and > 0, got {lo}")
+
+
 def diagnose(cfg: DictConfig) -> dict:
     validate(cfg)
+    check_level_config(cfg)
     import torch
     from hydra.utils import instantiate
 
     from ..checkpoint import load_denoiser
-    from ..diagnose import run_diagnostic
+    from ..diagnose import check_levels, noise_levels, run_diagnostic
     from ..diffusion.analytic_init import load_stats
     from ..metrics.motion import build_flow, motion_scores
 
@@ -58,6 +76,13 @@ def diagnose(cfg: DictConfig) -> dict:
         cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
     denoiser.to(device)
+    # The levels' range depends on the model's schedule: fail here, before clips and flow load.
+    start_M = None if cfg.sampler.get("M") is None else float(cfg.sampler.M)
+    if cfg.levels is None:
+        lv = dict(num_levels=int(cfg.num_levels), level_min=float(cfg.level_min))
+        noise_levels(denoiser.schedule, M=start_M, **lv)
+    else:
+        lv = dict(levels=check_levels(denoiser.schedule, list(cfg.levels)))
 
     videos, fps, names = load_clips(instantiate(cfg.data), int(cfg.num_clips))
     m = cfg.metric.motion
@@ -73,8 +98,9 @@ def diagnose(cfg: DictConfig) -> dict:
     _, summary = run_diagnostic(
         denoiser,
         videos.to(device),
-        times=[float(t) for t in cfg.times],
         motion_fn=motion_fn,
+        start_M=start_M,
+        **lv,
         out_dir=out_dir,
         Ms=[float(x) for x in (cfg.M or [])],
         stats=load_stats(stats_path) if stats_path else None,
@@ -98,12 +124,18 @@ def diagnose(cfg: DictConfig) -> dict:
     summary["model"] = None if cfg.get("ckpt") else OmegaConf.to_container(cfg.model, resolve=True)
     summary["sampler"] = OmegaConf.to_container(s, resolve=True)
     summary["device"] = str(device)
-    from ..diagnose import write_json
+    summary["motion_flow"] = f"{m.method}: {type(flow).__name__}"
+    from ..diagnose_report import write_json
 
     write_json(summary, out_dir / "summary.json")
+    print(f"levels ({summary['levels']['units']}); sampling start {summary['levels']['start']:g}")
     for row in summary["one_step"]:
         r = row["ratio"]
-        print(f"t={row['t']:.2f}  motion ratio {r['mean']:.3f} +- {r['std']:.3f} (n={r['n']})")
+        print(
+            f"t={row['t_native']:<9.4g} sigma/alpha={row['sigma_alpha']:<9.4g} motion ratio "
+            f"{r['mean']:.3f} +- {r['std']:.3f} (n={r['n']})"
+        )
+    print(f"({summary['note']})")
     for row in summary["sampling"]:
         print(
             f"{row['setting']:>12}: output MS {row['ms_output']['mean']:.3f} vs input "
