@@ -8,13 +8,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_KEY = "cil_lightning_config"
+CONDITIONING_KEY = "cil_lightning_training_conditioning"  # written by I2VLitModule
 
 
 def load_denoiser(ckpt_path: str | Path, use_ema: bool = True):
     """(denoiser, run_config) from a training checkpoint.
 
     The model is rebuilt from the run config stored in the checkpoint and its weights loaded;
-    with ``use_ema`` and an EMA in the checkpoint, the UNet gets the EMA weights.
+    with ``use_ema`` and an EMA in the checkpoint, the UNet gets the EMA weights. The adapter's
+    default ``fps`` and ``motion_bucket_id`` become the mean values fed in training.
     """
     from hydra.utils import instantiate
 
@@ -36,4 +38,10 @@ def load_denoiser(ckpt_path: str | Path, use_ema: bool = True):
     }
     if use_ema and ema:
         denoiser.unet.load_state_dict(ema)
+    # Sampling defaults to the conditioning the model was trained with (the data's fps, not the
+    # adapter's config default), so a checkpoint samples as it was trained.
+    trained = (ckpt.get(CONDITIONING_KEY) or {}).get("mean")
+    for name, value in (trained or {}).items():
+        if hasattr(denoiser, name):
+            setattr(denoiser, name, float(value))
     return denoiser.eval(), run_cfg

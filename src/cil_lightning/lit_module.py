@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from .checkpoint import CONDITIONING_KEY
 from .diffusion.cond_noise import CondNoise
 from .diffusion.loss import denoising_loss
 from .ema import build_ema
@@ -63,6 +64,10 @@ class I2VLitModule(L.LightningModule):
             raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
         self.seed, self.nan_policy = int(seed), nan_policy
         self.skipped_batches = 0
+        # Sums of the fps and motion bucket fed in training, and their count: the checkpoint
+        # records their means so that sampling defaults to the conditioning the model was trained
+        # with. A device tensor (not a buffer: DDP would broadcast it), so recording costs no sync.
+        self.conditioning_sums: Tensor | None = None
         self.ema = None
         if ema_decay is not None:
             self.ema = build_ema(denoiser.unet, ema_decay, warmup=ema_warmup)
@@ -82,6 +87,8 @@ class I2VLitModule(L.LightningModule):
             batch["video"], names=batch.get("name"), generator=generator
         )
         cond = self.denoiser.encode_condition(batch["cond_frame"], fps=batch.get("fps"))
+        if self.training:
+            self._record_conditioning(cond)
         return denoising_loss(
             self.denoiser,
             self.denoiser.schedule,
@@ -91,6 +98,23 @@ class I2VLitModule(L.LightningModule):
             weighting=self.weighting,
             generator=generator,
         )
+
+    def _record_conditioning(self, cond) -> None:
+        fps, bucket = getattr(cond, "fps", None), getattr(cond, "motion_bucket_id", None)
+        if fps is None or bucket is None:
+            return
+        with torch.no_grad():
+            step = torch.stack([fps.double().sum(), bucket.double().sum()])
+            step = torch.cat([step, step.new_full((1,), fps.numel())])
+            sums = self.conditioning_sums
+            self.conditioning_sums = step if sums is None else sums.to(step.device) + step
+
+    def training_conditioning(self) -> dict[str, float] | None:
+        """Mean fps and motion bucket fed in training so far (None before any step)."""
+        if self.conditioning_sums is None:
+            return None
+        fps_sum, bucket_sum, n = self.conditioning_sums.tolist()
+        return {"fps": fps_sum / n, "motion_bucket_id": bucket_sum / n}
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
         loss = self._loss(batch, self.step_generator(batch_idx)).mean()
@@ -128,6 +152,16 @@ class I2VLitModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.run_config is not None:
             checkpoint["cil_lightning_config"] = self.run_config
+        if self.conditioning_sums is not None:
+            checkpoint[CONDITIONING_KEY] = {
+                "sums": self.conditioning_sums.tolist(),
+                "mean": self.training_conditioning(),
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get(CONDITIONING_KEY)
+        if saved is not None:
+            self.conditioning_sums = torch.tensor(saved["sums"], dtype=torch.float64)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         generator = torch.Generator(device=self.device).manual_seed(self.val_seed + batch_idx)

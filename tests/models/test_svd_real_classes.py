@@ -1,8 +1,11 @@
 """The SVD adapter with the real diffusers / transformers classes at tiny random sizes."""
 
+import math
+
 import pytest
 import torch
 
+from cil_lightning.diffusion.analytic_init import LatentStats
 from cil_lightning.diffusion.cond_noise import ConstantCondNoise, TimeNoise
 from cil_lightning.diffusion.loss import denoising_loss
 from cil_lightning.diffusion.rng import randn
@@ -18,34 +21,40 @@ def svd_folder(tmp_path_factory):
     return path
 
 
-def test_our_euler_sampler_matches_the_stock_pipeline(svd_folder):
-    """M = T, plain start, SVD's settings: pins preconditioning, ladder, CFG ramp and init noise."""
-    from diffusers import StableVideoDiffusionPipeline
-
-    den = load_svd(str(svd_folder), cfg_dropout=0.0).eval()
-    pipe = StableVideoDiffusionPipeline.from_pretrained(svd_folder, local_files_only=True)
-    image01 = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
-    F, steps = 4, 6
-    kwargs = dict(
+def _pipeline_kwargs(F, steps, strength):
+    return dict(
         height=32,
         width=32,
         num_frames=F,
         num_inference_steps=steps,
         fps=7,
         motion_bucket_id=20,
-        noise_aug_strength=0.0,
+        noise_aug_strength=strength,
         min_guidance_scale=1.0,
         max_guidance_scale=3.0,
         decode_chunk_size=F,
         output_type="latent",
     )
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.1])
+def test_our_euler_sampler_matches_the_stock_pipeline(svd_folder, strength):
+    """M = T, plain start, SVD's settings: pins preconditioning, ladder, CFG ramp, init noise and
+    the inference noise augmentation (pixel noise before the VAE, fed as added_time_ids[2])."""
+    from diffusers import StableVideoDiffusionPipeline
+
+    den = load_svd(str(svd_folder), cfg_dropout=0.0, noise_aug_strength=strength).eval()
+    pipe = StableVideoDiffusionPipeline.from_pretrained(svd_folder, local_files_only=True)
+    image01 = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    F, steps = 4, 6
+    kwargs = _pipeline_kwargs(F, steps, strength)
     theirs = pipe(image01, generator=torch.Generator().manual_seed(42), **kwargs).frames
 
     g = torch.Generator().manual_seed(42)
-    randn((1, 3, 32, 32), g)  # the pipeline's noise-augmentation draw comes first
-    cond = den.encode_condition(
-        image01 * 2 - 1, fps=torch.tensor([7.0]), motion_bucket_id=torch.tensor([20.0])
+    cond = den.sampling_condition(
+        image01 * 2 - 1, fps=torch.tensor([7.0]), motion_bucket_id=torch.tensor([20.0]), generator=g
     )
+    torch.testing.assert_close(cond.noise_level, torch.tensor([strength]))
     ours = generate(
         den,
         cond,
@@ -59,6 +68,60 @@ def test_our_euler_sampler_matches_the_stock_pipeline(svd_folder):
     ).sample
     assert ours.shape == theirs.shape == (1, F, 4, 16, 16)
     torch.testing.assert_close(ours, theirs, rtol=2e-4, atol=2e-4)
+
+
+def test_analytic_init_from_sigma_100_matches_the_closed_form_and_the_pipeline(svd_folder):
+    """The reference's start sigma_max = M = 100 with Analytic-Init: x_M is
+    E[x0] + sqrt(100^2 + tr(Cov)/d) eps (METHOD.md section 4, EDM), and sampling on from x_M equals
+    the stock pipeline whose Karras ladder starts at 100, given that x_M as its latents."""
+    from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
+
+    strength, F, steps, M = 0.02, 4, 5, 100.0
+    den = load_svd(str(svd_folder), cfg_dropout=0.0, noise_aug_strength=strength).eval()
+    pipe = StableVideoDiffusionPipeline.from_pretrained(svd_folder, local_files_only=True)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, sigma_max=M)
+    image01 = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    # Statistics far from N(0, I), so a dropped mean or variance shows.
+    gs = torch.Generator().manual_seed(7)
+    stats = LatentStats().update(3.0 + 2.0 * torch.randn(64, F, 4, 16, 16, generator=gs))
+    mean, tr_cov_d = stats.mean.float(), stats.tr_cov_d
+    assert 3.5 < tr_cov_d < 4.5
+
+    g = torch.Generator().manual_seed(42)
+    cond = den.sampling_condition(
+        image01 * 2 - 1, fps=torch.tensor([7.0]), motion_bucket_id=torch.tensor([20.0]), generator=g
+    )
+    out = generate(
+        den,
+        cond,
+        num_frames=F,
+        sampler="euler",
+        num_steps=steps,
+        M=M,
+        stats=stats,
+        min_guidance=1.0,
+        max_guidance=3.0,
+        generator=g,
+        return_intermediates=True,
+    )
+    # The closed form, from an independent replay of the generator: condition noise, then eps.
+    replay = torch.Generator().manual_seed(42)
+    randn((1, 3, 32, 32), replay)
+    eps = randn((1, F, 4, 16, 16), replay)
+    x_M = mean + math.sqrt(M**2 + tr_cov_d) * eps
+    torch.testing.assert_close(out.trajectory[0], x_M, rtol=1e-5, atol=1e-4)
+
+    # The pipeline scales given latents by init_noise_sigma, which follows the ladder once set.
+    pipe.scheduler.set_timesteps(steps)
+    init_sigma = float(pipe.scheduler.init_noise_sigma)
+    assert init_sigma == pytest.approx(math.sqrt(M**2 + 1))
+    theirs = pipe(
+        image01,
+        generator=torch.Generator().manual_seed(42),
+        latents=x_M / init_sigma,
+        **_pipeline_kwargs(F, steps, strength),
+    ).frames
+    torch.testing.assert_close(out.sample, theirs, rtol=2e-4, atol=2e-4)
 
 
 def test_beta_reaches_added_time_ids_and_encoders_get_no_gradient():
@@ -155,3 +218,18 @@ def test_tiny_svd_loss_falls_on_a_fixed_batch():
         denoising_loss(den, den.schedule, x0, cond, tn).mean().backward()
         opt.step()
     assert fixed() < 0.75 * before
+
+
+def test_the_temporal_vae_decodes_the_whole_clip_by_default():
+    """Chunks of frames are decoded independently by the temporal decoder: a seam that flow-based
+    metrics read as motion. The default decodes each clip in one call."""
+    den = tiny_svd().eval()
+    latents = torch.randn(2, 4, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = [
+            den.vae.decode(z / den.scaling_factor, num_frames=4).sample.clamp(-1, 1)
+            for z in latents
+        ]
+        chunked = tiny_svd(decode_chunk_size=2).eval().decode_video(latents)
+    torch.testing.assert_close(den.decode_video(latents), torch.stack(whole))
+    assert not torch.allclose(chunked, torch.stack(whole), atol=1e-3)

@@ -139,8 +139,11 @@ class ValidationMetrics(L.Callback):
                     if setting["analytic_init"]
                     else None
                 )
-                cond = denoiser.encode_condition(
-                    batch["cond_frame"].to(device), fps=batch["fps"].to(device)
+                generators = per_sample_generators(batch["seed"])
+                cond = denoiser.sampling_condition(
+                    batch["cond_frame"].to(device),
+                    fps=batch["fps"].to(device),
+                    generator=generators,
                 )
                 out = generate(
                     denoiser,
@@ -153,7 +156,7 @@ class ValidationMetrics(L.Callback):
                     min_guidance=float(s.get("min_guidance", 1.0)),
                     max_guidance=float(s.get("max_guidance", 1.0)),
                     eta=float(s.get("eta", 0.0)),
-                    generator=per_sample_generators(batch["seed"]),
+                    generator=generators,
                 )
                 videos = denoiser.decode_video(out.sample).float()
                 real = batch["video"].to(device)

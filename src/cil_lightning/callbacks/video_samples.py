@@ -102,12 +102,14 @@ class VideoSamples(L.Callback):
 
     def _generate(self, denoiser, batch: dict, device) -> tuple[torch.Tensor, list[int]]:
         """Videos [n * len(seeds), F, 3, H, W] in [-1, 1], condition-major, and their seeds."""
-        cond = denoiser.encode_condition(
-            batch["cond_frame"].to(device), fps=batch["fps"].to(device)
+        n, num_frames, k = len(batch["name"]), batch["video"].shape[1], len(self.seeds)
+        seeds = [s for _ in range(n) for s in self.seeds]  # condition-major: c0 s0, c0 s1, ...
+        generators = per_sample_generators(seeds)
+        cond = denoiser.sampling_condition(
+            batch["cond_frame"].to(device).repeat_interleave(k, dim=0),
+            fps=batch["fps"].to(device).repeat_interleave(k, dim=0),
+            generator=generators,
         )
-        n, num_frames = len(batch["name"]), batch["video"].shape[1]
-        cond = cond.repeat(len(self.seeds))  # condition-major: [c0 s0, c0 s1, ..., c1 s0, ...]
-        seeds = [s for _ in range(n) for s in self.seeds]
         s = self.sampler
         if s.get("stats") and self._stats is None:
             self._stats = load_stats(s["stats"])
@@ -122,7 +124,7 @@ class VideoSamples(L.Callback):
             max_guidance=float(s.get("max_guidance", 1.0)),
             eta=float(s.get("eta", 0.0)),
             stats=self._stats,
-            generator=per_sample_generators(seeds),
+            generator=generators,
         )
         return denoiser.decode_video(out.sample).float().cpu(), seeds
 

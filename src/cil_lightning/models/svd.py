@@ -80,12 +80,18 @@ class SVDDenoiser(nn.Module):
         noise_space: ``"latent"`` noises the unscaled condition latent (TimeNoise as the reference
             SVD code does); ``"pixel"`` noises the condition frame before the VAE, as SVD's own
             augmentation does (the ``svd_svdaug`` baseline).
+        noise_aug_strength: SVD's inference noise augmentation (``sampling_condition``): pixel
+            noise of this std on the condition frame before the VAE, also fed as the third
+            ``added_time_ids`` entry. diffusers' pipeline default 0.02 (the reference's own
+            pipeline 0.002); 0 gives a clean condition.
         freeze_vae, freeze_image_encoder: keep those out of the optimiser (SVD fine-tuning does).
         gradient_checkpointing: recompute UNet activations in the backward pass.
         cache_latents: keep each clip's VAE posterior (mean, std) by clip name, so the VAE encoder
             runs once per clip; valid only when a name always decodes to the same frames (no
             random crops, flips or frame offsets).
-        decode_chunk_size: frames decoded at once by the temporal VAE decoder.
+        decode_chunk_size: frames decoded at once by the temporal VAE decoder; None decodes the
+            whole clip at once (chunks leave a seam at their border, which flow-based metrics
+            read as motion).
     """
 
     def __init__(
@@ -99,11 +105,12 @@ class SVDDenoiser(nn.Module):
         cfg_dropout: float = 0.1,
         noise_embed: bool = False,
         noise_space: str = "latent",
+        noise_aug_strength: float = 0.02,
         freeze_vae: bool = True,
         freeze_image_encoder: bool = True,
         gradient_checkpointing: bool = False,
         cache_latents: bool = False,
-        decode_chunk_size: int = 14,
+        decode_chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= cfg_dropout < 1.0:
@@ -115,7 +122,11 @@ class SVDDenoiser(nn.Module):
             raise ValueError(f"noise_space must be 'latent' or 'pixel', got {noise_space!r}")
         self.cfg_dropout, self.noise_embed = float(cfg_dropout), bool(noise_embed)
         self.noise_space = noise_space
-        self.cache_latents, self.decode_chunk_size = bool(cache_latents), int(decode_chunk_size)
+        if not noise_aug_strength >= 0.0:
+            raise ValueError(f"noise_aug_strength must be >= 0, got {noise_aug_strength}")
+        self.noise_aug_strength = float(noise_aug_strength)
+        self.cache_latents = bool(cache_latents)
+        self.decode_chunk_size = None if decode_chunk_size is None else int(decode_chunk_size)
         self._latent_cache: dict[str, tuple[Tensor, Tensor]] = {}
         if vae is not None and freeze_vae:
             vae.requires_grad_(False).eval()
@@ -183,25 +194,41 @@ class SVDDenoiser(nn.Module):
             return latents.clamp(-1, 1)
         B, F = latents.shape[:2]
         z = (latents / self.scaling_factor).flatten(0, 1).to(self.vae.dtype)
+        # Chunks run along the flattened batch: a chunk of F frames is one whole clip.
+        chunk_size = F if self.decode_chunk_size is None else self.decode_chunk_size
         frames = []
-        for i in range(0, z.shape[0], self.decode_chunk_size):
-            chunk = z[i : i + self.decode_chunk_size]
+        for i in range(0, z.shape[0], chunk_size):
+            chunk = z[i : i + chunk_size]
             frames.append(self.vae.decode(chunk, num_frames=chunk.shape[0]).sample)
         return torch.cat(frames).unflatten(0, (B, F)).float().clamp(-1, 1)
 
     def encode_condition(
-        self, cond_frame: Tensor, fps: Tensor | None = None, motion_bucket_id: Tensor | None = None
+        self,
+        cond_frame: Tensor,
+        fps: Tensor | None = None,
+        motion_bucket_id: Tensor | None = None,
+        noise_aug_strength: float = 0.0,
+        generator: Generator = None,
     ) -> SVDCondition:
-        """Clean condition for frames [B, 3, H, W] in [-1, 1].
+        """Condition for frames [B, 3, H, W] in [-1, 1]; clean unless ``noise_aug_strength`` > 0.
 
         The latent is the VAE posterior *mode*, unscaled (SVD's convention for the condition).
+        ``noise_aug_strength`` adds pixel noise of that std (drawn from ``generator``) to the frame
+        before the VAE, not before the image encoder, and feeds it as the noise level, as
+        diffusers' ``StableVideoDiffusionPipeline`` does at inference. Training passes 0 and noises
+        the condition in ``training_condition``. With a ``generator`` the noise is drawn even at
+        strength 0, as the pipeline does, so a seed's later draws do not depend on the strength.
         """
         B, device = cond_frame.shape[0], cond_frame.device
+        frame = cond_frame
+        if noise_aug_strength > 0 or generator is not None:
+            eps = randn(cond_frame.shape, generator, device=device, dtype=cond_frame.dtype)
+            frame = cond_frame + noise_aug_strength * eps
         if self.vae is None:
-            latent = cond_frame
+            latent = frame
         else:
             with torch.no_grad():
-                latent = self._posterior(cond_frame)[0].float()
+                latent = self._posterior(frame)[0].float()
 
         def _per_sample(v: Tensor | None, default: float) -> Tensor:
             v = torch.full((B,), default) if v is None else torch.as_tensor(v)
@@ -215,8 +242,22 @@ class SVDDenoiser(nn.Module):
             embed=embed,
             fps=_per_sample(fps, self.fps),
             motion_bucket_id=_per_sample(motion_bucket_id, self.motion_bucket_id),
-            noise_level=torch.zeros(B, device=device),
+            noise_level=torch.full((B,), float(noise_aug_strength), device=device),
             image=cond_frame,
+        )
+
+    def sampling_condition(
+        self,
+        cond_frame: Tensor,
+        fps: Tensor | None = None,
+        motion_bucket_id: Tensor | None = None,
+        generator: Generator = None,
+    ) -> SVDCondition:
+        """The condition used for sampling: ``encode_condition`` with the adapter's inference
+        noise augmentation (``noise_aug_strength``), its draw taken from ``generator`` before the
+        sampler's, in the stock pipeline's order."""
+        return self.encode_condition(
+            cond_frame, fps, motion_bucket_id, self.noise_aug_strength, generator
         )
 
     def training_condition(

@@ -78,17 +78,26 @@ def sample(cfg: DictConfig) -> dict:
     )
     denoiser.to(device)
 
+    # null: the conditioning the checkpoint was trained with (load_denoiser sets the adapter's
+    # defaults to it), or the model config's for a pretrained model.
+    fps = float(cfg.fps if cfg.get("fps") is not None else denoiser.fps)
+    bucket = cfg.get("motion_bucket_id")
+    bucket = float(bucket if bucket is not None else denoiser.motion_bucket_id)
     s = cfg.sampler
     stats = load_stats(s.stats) if s.get("stats") else None
     out_dir = Path(cfg.paths.output_dir)
     outputs, seeds = [], [int(x) for x in cfg.seeds]
     for path in files:
-        image = load_image(path, height, width).to(device)[None]
-        cond = denoiser.encode_condition(
+        image = load_image(path, height, width).to(device)[None].expand(len(seeds), -1, -1, -1)
+        generators = per_sample_generators(seeds)
+        # Each seed draws its inference condition noise first, then the sampler's noise, in the
+        # stock pipeline's order.
+        cond = denoiser.sampling_condition(
             image,
-            fps=torch.tensor([float(cfg.fps)]),
-            motion_bucket_id=torch.tensor([float(cfg.motion_bucket_id)]),
-        ).repeat(len(seeds))
+            fps=torch.tensor([fps]),
+            motion_bucket_id=torch.tensor([bucket]),
+            generator=generators,
+        )
         if stats is not None:
             expected = (num_frames, *cond.latent.shape[1:])
             if tuple(stats.shape) != expected:
@@ -107,12 +116,12 @@ def sample(cfg: DictConfig) -> dict:
             min_guidance=float(s.min_guidance),
             max_guidance=float(s.max_guidance),
             eta=float(s.eta),
-            generator=per_sample_generators(seeds),
+            generator=generators,
         )
         videos = denoiser.decode_video(out.sample).cpu()
         for seed, video in zip(seeds, videos):
-            mp4 = write_mp4(out_dir / f"{path.stem}_seed{seed}.mp4", video, cfg.fps)
-            write_gif(mp4.with_suffix(".gif"), video, cfg.fps)
+            mp4 = write_mp4(out_dir / f"{path.stem}_seed{seed}.mp4", video, fps)
+            write_gif(mp4.with_suffix(".gif"), video, fps)
             outputs.append({"image": str(path), "seed": seed, "video": str(mp4)})
 
     record = {
@@ -129,8 +138,9 @@ def sample(cfg: DictConfig) -> dict:
         "num_frames": num_frames,
         "height": height,
         "width": width,
-        "fps": cfg.fps,
-        "motion_bucket_id": cfg.motion_bucket_id,
+        "fps": fps,
+        "motion_bucket_id": bucket,
+        "noise_aug_strength": getattr(denoiser, "noise_aug_strength", None),
         "seeds": seeds,
         "use_ema": cfg.use_ema,
         "device": str(device),
