@@ -36,19 +36,16 @@ def list_images(spec) -> list[Path]:
 
 
 def load_image(path: Path, height: int, width: int):
-    """An image as [3, H, W] in [-1, 1]: short side resized to fit, then centre-cropped."""
-    import torch
+    """An image as [3, H, W] in [-1, 1], brought to size as the training clips' frames are
+    (``data.video_io.cover_center_crop``: short side scaled to cover, centre crop)."""
+    import numpy as np
     from PIL import Image
 
+    from ..data.video_io import cover_center_crop
+
     with Image.open(path) as im:
-        im = im.convert("RGB")
-        scale = max(height / im.height, width / im.width)
-        size = (max(width, round(im.width * scale)), max(height, round(im.height * scale)))
-        im = im.resize(size, Image.BICUBIC)
-        left, top = (im.width - width) // 2, (im.height - height) // 2
-        im = im.crop((left, top, left + width, top + height))
-        x = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-    return x.view(height, width, 3).permute(2, 0, 1).float() / 127.5 - 1.0
+        frame = np.asarray(im.convert("RGB"))[None]  # [1, h, w, 3] uint8
+    return cover_center_crop(frame, height, width)[0]
 
 
 def sample(cfg: DictConfig) -> dict:
