@@ -1,4 +1,7 @@
-"""I3D, C3D and Inception code paths with randomly initialised real architectures."""
+"""I3D, C3D and Inception code paths with randomly initialised real architectures.
+
+The Inception Score (both C3D detector kinds, the split convention) is in test_inception_score.py.
+"""
 
 import pytest
 import torch
@@ -11,14 +14,12 @@ from cil_lightning.metrics import (
     I3DFeatures,
     InceptionI3d,
     MissingWeightsError,
-    VideoInceptionScore,
     frechet_distance,
-    inception_score,
     load_c3d,
     load_i3d,
 )
 
-from .helpers import MeanPoolFeatures, SoftmaxOfMean
+from .helpers import MeanPoolFeatures
 
 
 def test_i3d_layout_matches_pytorch_i3d_state_dict_keys():
@@ -103,31 +104,6 @@ def test_c3d_state_dict_round_trip(tmp_path):
     assert loaded.mean.shape == (3, 16, 128, 128)
     videos = torch.rand(1, 16, 3, 32, 32) * 2 - 1
     torch.testing.assert_close(loaded(videos), C3DClassifier(net, state["mean"])(videos))
-
-
-def test_missing_c3d_file_names_the_key(tmp_path):
-    with pytest.raises(MissingWeightsError, match="metric.is.weights"):
-        VideoInceptionScore(weights=tmp_path / "c3d_ucf101.pt")
-
-
-def test_inception_score_known_values():
-    k = 5
-    one_hot = torch.eye(k).repeat(20, 1)  # every class equally often, fully confident
-    mean, std = inception_score(one_hot, splits=10)
-    assert mean.item() == pytest.approx(k, rel=1e-5) and std.item() == pytest.approx(0, abs=1e-5)
-    uniform = torch.full((40, k), 1 / k)
-    assert inception_score(uniform, splits=4)[0].item() == pytest.approx(1.0)
-
-
-def test_video_inception_score_metric():
-    torch.manual_seed(0)
-    metric = VideoInceptionScore(SoftmaxOfMean(5), splits=2)
-    videos = torch.rand(8, 4, 3, 8, 8) * 2 - 1
-    for chunk in videos.split(3):
-        metric.update(chunk)
-    expected = inception_score(SoftmaxOfMean(5)(videos), splits=2)
-    torch.testing.assert_close(metric.compute(), expected[0])
-    torch.testing.assert_close(metric.std, expected[1])
 
 
 def test_frame_fid_uses_all_frames():

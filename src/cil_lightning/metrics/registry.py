@@ -44,7 +44,11 @@ def weight_files(names: Iterable[str], settings: Mapping) -> list[tuple[str, obj
         )
     if "is" in names:
         out.append(
-            ("metric.is.weights", settings["is"].get("weights"), "the UCF101 C3D state dict")
+            (
+                "metric.is.weights",
+                settings["is"].get("weights"),
+                "StyleGAN-V's TorchScript C3D c3d_ucf101.pt or a UCF101 C3D state dict",
+            )
         )
     if "fid" in names:
         from .fid import FIDELITY_WEIGHTS
@@ -79,6 +83,22 @@ def _motion_method(motion: Mapping) -> str:
     return method
 
 
+def _is_settings(s: Mapping) -> dict:
+    """``metric.is`` keys other than ``weights``, checked; absent keys get StyleGAN-V's values."""
+    from .c3d import check_detector
+    from .inception_score import EPS, SEED, SHUFFLE, SPLITS, check_settings
+
+    out = {
+        "splits": s.get("splits", SPLITS),
+        "shuffle": s.get("shuffle", SHUFFLE),
+        "seed": s.get("seed", SEED),
+        "eps": s.get("eps", EPS),
+    }
+    check_settings(**out)
+    out["detector"] = check_detector(s.get("detector", "auto"))
+    return out
+
+
 def build_metrics(names: Iterable[str], settings: Mapping, modules: Mapping | None = None) -> dict:
     """Build the named metrics (``torchmetrics.Metric``) from the ``metric`` settings.
 
@@ -100,6 +120,8 @@ def build_metrics(names: Iterable[str], settings: Mapping, modules: Mapping | No
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; known: {', '.join(METRICS)}")
     modules = dict(modules or {})
+    if "is" in names:  # bad IS settings fail before any network loads
+        _is_settings(settings.get("is", {}))
     out = {}
     motion, clip = settings.get("motion", {}), settings.get("clip", {})
     if {"motion_score", "ms_error"} & set(names) and "flow" not in modules:
@@ -123,7 +145,7 @@ def build_metrics(names: Iterable[str], settings: Mapping, modules: Mapping | No
             )
         elif name == "is":
             out[name] = VideoInceptionScore(
-                modules.get("is"), weights=s.get("weights"), splits=int(s.get("splits", 10))
+                modules.get("is"), weights=s.get("weights"), **_is_settings(s)
             )
         elif name == "fid":
             out[name] = FrameFID(
