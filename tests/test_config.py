@@ -53,6 +53,9 @@ def test_trainer_and_logger_groups_compose(trainer, logger, tmp_path):
         ("data.height=30", "data.height", "multiple of 8"),
         ("sampler.M=0.001", "sampler.M", "sigma_min"),
         ("optimizer.lr=0", "optimizer.lr", "> 0"),
+        ("ema_warmup=1", "ema_warmup", "true or false"),
+        ("metric.is.detector=c3d", "metric.is.detector", "auto, torchscript or c3d_state_dict"),
+        ("metric.is.splits=0", "metric.is.splits", ">= 1"),
     ],
 )
 def test_validation_names_key_and_range(override, key, allowed, tmp_path):

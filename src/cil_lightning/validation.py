@@ -63,6 +63,16 @@ RULES: tuple[Rule, ...] = (
     Rule("sampler.min_guidance", _num(lambda v: v >= 0), ">= 0", "first frame's CFG scale"),
     Rule("sampler.max_guidance", _num(lambda v: v >= 0), ">= 0", "last frame's CFG scale"),
     Rule("sampler.eta", _num(lambda v: 0 <= v <= 1), "[0, 1]", "DDIM stochasticity"),
+    Rule(
+        "metric.is.detector",
+        lambda v: v in ("auto", "torchscript", "c3d_state_dict"),
+        "auto, torchscript or c3d_state_dict",
+        "kind of the IS detector file",
+    ),
+    Rule("metric.is.splits", _int(lambda v: v >= 1), "an integer >= 1", "IS splits"),
+    Rule("metric.is.shuffle", lambda v: isinstance(v, bool), "true or false", "IS shuffle"),
+    Rule("metric.is.seed", _int(lambda v: 0 <= v < 2**32), "an integer in [0, 2^32)", ""),
+    Rule("metric.is.eps", _num(lambda v: v >= 0), ">= 0", "IS log epsilon"),
 )
 
 
