@@ -1,40 +1,49 @@
 """A small, reproducible study of conditional image leakage and its fixes on the shipped clips.
 
 Trains the tiny SVD-class model (pixel space, `model=tiny`) with four condition-noise strategies
-and the same budget and seeds: (a) none, (b) SVD's log-normal augmentation, (c) a constant level,
-(d) TimeNoise. Then, on the shipped validation clips, for every trained model:
+and the same budget and seeds: (a) none, (b) a log-normal augmentation level, (c) a constant
+level, (d) TimeNoise. Then, on the shipped validation clips, for every trained model:
 
-- the leakage diagnostic: motion ratio MS(one-step x0 prediction) / MS(real clip) against t;
+- the leakage diagnostic: motion ratio MS(one-step x0 prediction) / MS(real clip) at noise levels
+  log-spaced in sigma from 0.02 up to and including the sampling start sigma_max
+  (``cil_lightning.diagnose_levels.noise_levels``);
 - full sampling from the full start and from an earlier M, with and without Analytic-Init
-  (statistics of the training clips' latents), scored by motion score (Farneback), motion-score
-  error |MS_out - MS_in|, and pixel-space substitutes for the CLIP scores (no CLIP weights here):
-  alignment = mean cosine similarity between the condition frame and each generated frame,
-  temporal consistency = mean cosine similarity of consecutive generated frames (both on
-  mean-centred pixels).
+  (statistics of the training clips' latents), scored by motion score (the project's default
+  flow, named in the outputs), motion-score error |MS_out - MS_in|, and pixel-space substitutes
+  for the CLIP scores (no CLIP weights here): alignment = mean cosine similarity between the
+  condition frame and each generated frame, temporal consistency = mean cosine similarity of
+  consecutive generated frames (both on mean-centred pixels).
 
-Writes `results.csv` (one row per model and setting), `results.md` (mean ± std over seeds) and
-`leakage.png` / `sampling.png` into OUT. Nothing here is tuned toward an outcome.
+Writes into OUT: `results.csv` (one row per model and setting), `leakage.csv` (one row per model,
+clip and noise level), `summary.json` (every number the README reports: settings, levels, wall
+time, mean ± std tables, per-seed comparison counts, effects of M and Analytic-Init), `results.md`
+(the same as tables) and `leakage.png` / `sampling.png`. Nothing here is tuned toward an outcome.
 
 Usage: python experiments/leakage_study/run_study.py [--out DIR] [--steps 60] [--seeds 0 1 2]
+       python experiments/leakage_study/run_study.py --recount DIR  (counts of DIR/results.csv)
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-METHODS = {  # name -> experiment file (conf/experiment/)
-    "none": "tiny_naive",
-    "svd_lognormal": "tiny_svdaug",
-    "constant": "tiny_constant",
-    "timenoise": "tiny_timenoise",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from study_report import (  # noqa: E402  (the study folder is not a package)
+    KEYS,
+    METHODS,
+    markdown,
+    plots,
+    recount,
+    summarize,
+    write_csv,
+    write_json,
+)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -68,6 +77,18 @@ def train(method: str, seed: int, steps: int, out: Path) -> Path:
     return ckpt
 
 
+def project_flow():
+    """The project's default motion flow (conf/metric/default.yaml `motion.method`, no RAFT
+    weights offline) and its name for the outputs."""
+    from omegaconf import OmegaConf
+
+    from cil_lightning.metrics.motion import build_flow
+
+    method = OmegaConf.load(ROOT / "conf" / "metric" / "default.yaml").motion.method
+    flow = build_flow(method)
+    return flow, f"{type(flow).__name__} (metric.motion.method={method})"
+
+
 def cosine(a, b):
     """Cosine similarity of mean-centred flattened frames: a, b [N, ...] -> [N]."""
     import torch
@@ -77,16 +98,16 @@ def cosine(a, b):
     return torch.nn.functional.cosine_similarity(a, b, dim=1)
 
 
-def evaluate(ckpt: Path, args) -> tuple[list[dict], list[dict]]:
+def evaluate(ckpt: Path, args, flow) -> tuple[list[dict], list[dict]]:
     import torch
     from hydra.utils import instantiate
 
     from cil_lightning.checkpoint import load_denoiser
-    from cil_lightning.diagnose import one_step_rows
+    from cil_lightning.diagnose import noise_levels, one_step_rows
     from cil_lightning.diffusion.analytic_init import LatentStats
     from cil_lightning.diffusion.rng import per_sample_generators
     from cil_lightning.generate import generate
-    from cil_lightning.metrics.motion import build_flow, motion_scores
+    from cil_lightning.metrics.motion import motion_scores
 
     torch.manual_seed(0)
     denoiser, run_cfg = load_denoiser(ckpt)
@@ -95,12 +116,13 @@ def evaluate(ckpt: Path, args) -> tuple[list[dict], list[dict]]:
     val = [dm.val_set[i] for i in range(len(dm.val_set))]
     videos = torch.stack([v["video"] for v in val])
     fps = torch.stack([torch.as_tensor(v["fps"], dtype=torch.float32) for v in val])
-    flow = build_flow("farneback")
 
     def ms(v):
         return motion_scores(v, flow)
 
-    leak = one_step_rows(denoiser, videos, times=args.times, motion_fn=ms, seeds=[0], fps=fps)
+    # Up to and including the full start (sigma_max), where sampling from T begins.
+    levels = noise_levels(denoiser.schedule, args.num_levels, level_min=args.level_min)
+    leak = one_step_rows(denoiser, videos, levels=levels, motion_fn=ms, seeds=[0], fps=fps)
 
     stats = LatentStats()
     for i in range(min(len(dm.train_set), 64)):
@@ -142,97 +164,12 @@ def evaluate(ckpt: Path, args) -> tuple[list[dict], list[dict]]:
     return leak, rows
 
 
-def mean_std(values):
-    if len(values) < 2:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+def git_state() -> dict:
+    def run(*cmd):
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
-
-def report(all_rows: list[dict], leak_rows: list[dict], out: Path, args) -> None:
-    keys = ["motion_score", "ms_error", "alignment_px", "consistency_px"]
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["method", "seed", "setting", *keys, "input_motion_score"])
-        w.writeheader()
-        w.writerows(all_rows)
-    settings = list(dict.fromkeys(r["setting"] for r in all_rows))
-    lines = [
-        f"Tiny pixel-space SVD-class model, {args.steps} steps, seeds {args.seeds}; "
-        f"{len(all_rows) // max(1, len(METHODS) * len(args.seeds))} sampling settings; "
-        f"input motion score (Farneback) {all_rows[0]['input_motion_score']:.3f} px/frame.",
-        "",
-        "| method | setting | motion score | MS error | alignment (px) | consistency (px) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for method in METHODS:
-        for s in settings:
-            sel = [r for r in all_rows if r["method"] == method and r["setting"] == s]
-            cells = [mean_std([r[k] for r in sel]) for k in keys]
-            lines.append(f"| {method} | {s} | " + " | ".join(cells) + " |")
-    lines += ["", "Motion ratio MS(one-step x0) / MS(real) against t (mean ± std over seeds):", ""]
-    lines += [
-        "| method | " + " | ".join(f"t={t:g}" for t in args.times) + " |",
-        "|---|" + "---|" * len(args.times),
-    ]
-    for method in METHODS:
-        cells = []
-        for t in args.times:
-            per_seed = []
-            for seed in args.seeds:
-                vals = [
-                    r["ratio"]
-                    for r in leak_rows
-                    if r["method"] == method
-                    and r["seed_model"] == seed
-                    and r["t"] == t
-                    and r["ratio"] == r["ratio"]
-                ]
-                per_seed.append(statistics.mean(vals))
-            cells.append(mean_std(per_seed))
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in METHODS:
-        means = []
-        for t in args.times:
-            vals = [
-                r["ratio"]
-                for r in leak_rows
-                if r["method"] == method and r["t"] == t and r["ratio"] == r["ratio"]
-            ]
-            means.append(statistics.mean(vals))
-        ax.plot(args.times, means, marker="o", label=method)
-    ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_xlabel("normalised time t")
-    ax.set_ylabel("MS(one-step x0) / MS(real)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "leakage.png", dpi=120)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for k, key in enumerate(["motion_score", "alignment_px"]):
-        for method in METHODS:
-            ys = [
-                statistics.mean(
-                    [r[key] for r in all_rows if r["method"] == method and r["setting"] == s]
-                )
-                for s in settings
-            ]
-            axes[k].plot(range(len(settings)), ys, marker="o", label=method)
-        axes[k].set_xticks(range(len(settings)), settings, rotation=20)
-        axes[k].set_ylabel(key)
-    axes[0].axhline(all_rows[0]["input_motion_score"], color="grey", lw=0.8, ls="--")
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(out / "sampling.png", dpi=120)
-    plt.close(fig)
+    dirty = [ln[3:] for ln in run("git", "status", "--short").splitlines() if ln[:2] != "??"]
+    return {"commit": run("git", "rev-parse", "HEAD"), "dirty": dirty}
 
 
 def main() -> None:
@@ -241,21 +178,39 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--M", type=float, nargs="+", default=[10.0])
-    p.add_argument("--times", type=float, nargs="+", default=[0.1, 0.4, 0.7, 1.0])
+    p.add_argument("--num-levels", type=int, default=10, help="diagnostic levels up to sigma_max")
+    p.add_argument("--level-min", type=float, default=0.02, help="lowest diagnostic sigma")
     p.add_argument("--num-steps", type=int, default=8)
+    p.add_argument("--recount", type=Path, default=None, help="only recount DIR/results.csv")
     args = p.parse_args()
+    if args.recount is not None:
+        recount(args.recount)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
+    flow, flow_name = project_flow()
+    print(f"motion flow: {flow_name}", flush=True)
+    meta = {"motion_flow": flow_name, "git": git_state()}
     start = time.time()
     all_rows, leak_rows = [], []
     for seed in args.seeds:
         for method in METHODS:
             ckpt = train(method, seed, args.steps, args.out)
-            leak, rows = evaluate(ckpt, args)
+            leak, rows = evaluate(ckpt, args, flow)
             all_rows += [{"method": method, "seed": seed, **r} for r in rows]
             leak_rows += [{"method": method, "seed_model": seed, **r} for r in leak]
             print(f"[{time.time() - start:6.0f} s] {method} seed {seed} done", flush=True)
-    report(all_rows, leak_rows, args.out, args)
-    print(f"total {time.time() - start:.0f} s; results in {args.out}")
+    meta["wall_time_s"] = time.time() - start
+    fields = ["method", "seed", "setting", *KEYS, "input_motion_score"]
+    write_csv(all_rows, fields, args.out / "results.csv")
+    leak_fields = ["method", "seed_model", "clip", "name", "seed", "t_native", "sigma_alpha"]
+    leak_fields += ["log_snr", "t_norm", "ms_real", "ms_recon", "ms_pred", "ratio", "ratio_recon"]
+    write_csv(leak_rows, leak_fields, args.out / "leakage.csv")
+    summary = summarize(all_rows, leak_rows, args, meta)
+    write_json(summary, args.out / "summary.json")
+    (args.out / "results.md").write_text(markdown(summary))
+    plots(summary, args.out)
+    print(markdown(summary))
+    print(f"total {meta['wall_time_s']:.0f} s; results in {args.out}")
 
 
 if __name__ == "__main__":
