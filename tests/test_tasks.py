@@ -132,8 +132,18 @@ def test_exported_unet_loads_in_the_stock_pipeline(trained, tmp_path):
     )
     pipe = StableVideoDiffusionPipeline.from_pretrained(out, local_files_only=True)
     ckpt = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    name, param = next(iter(pipe.unet.state_dict().items()))
-    torch.testing.assert_close(param, ckpt["state_dict"]["ema.module." + name])  # the EMA UNet
+    state = ckpt["state_dict"]
+    ema = {
+        k.removeprefix("ema.module."): v for k, v in state.items() if k.startswith("ema.module.")
+    }
+    exported = pipe.unet.state_dict()
+    # The whole EMA UNet, bit for bit: every state-dict entry (parameters and any buffers), and
+    # nothing the EMA does not hold.
+    assert sorted(exported) == sorted(ema)
+    different = [k for k in ema if not torch.equal(exported[k], ema[k])]
+    assert not different, f"{len(different)} of {len(ema)} entries differ, e.g. {different[:3]}"
+    raw = [k for k in ema if not torch.equal(exported[k], state["denoiser.unet." + k])]
+    assert len(raw) > len(ema) // 2  # not the raw weights (EMA 0.99 over 3 steps differs)
     frames = pipe(
         torch.rand(1, 3, 32, 32),
         height=32,

@@ -1,10 +1,15 @@
 import pytest
 import torch
+from hydra.utils import instantiate
+from torch import nn
 
 from cil_lightning.diffusion.cond_noise import TimeNoise
 from cil_lightning.diffusion.loss import denoising_loss, loss_weight
 from cil_lightning.diffusion.rng import randn
 from cil_lightning.diffusion.schedules import EDMSchedule, FlowSchedule, VPSchedule
+from cil_lightning.lit_module import I2VLitModule
+
+from ..conftest import compose
 
 
 def _pairs():
@@ -96,3 +101,53 @@ def test_loss_draws_in_order_noises_condition_at_own_time_and_scores(schedule):
     expected = loss_weight(kind, a, s, getattr(schedule, "sigma_data", 1.0)) * 0.01
     torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-6)
     assert loss.shape == (B,)
+
+
+class ConstantV(nn.Module):
+    """A UNet stand-in whose output is ``value`` everywhere: D(0; sigma) is then c_out * value."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, sample, timestep, encoder_hidden_states, added_time_ids, return_dict=False):
+        return (torch.full_like(sample[:, :, :3], self.value),)
+
+
+def test_edm_loss_weight_is_one_over_c_out_squared_of_the_adapter_with_sigma_data_half():
+    """SVD's objective is ||F_theta - F_target||^2 (v-prediction): the x0-space MSE weighted by
+    1 / c_out(sigma)^2 of the adapter's own preconditioning. With sigma_data = 0.5 that weight is
+    (sigma^2 + 0.25) / (0.5 sigma)^2; a loss that assumed sigma_data = 1 would be off by up to 4x.
+    """
+    cfg = compose("train", ["model.schedule.sigma_data=0.5"])
+    module = I2VLitModule(
+        denoiser=instantiate(cfg.model),
+        cond_noise=instantiate(cfg.cond_noise),
+        optimizer=instantiate(cfg.optimizer),
+    )
+    den = module.denoiser
+    assert den.sigma_data == 0.5
+    seen = []
+    forward = den.forward
+
+    def recording(x, sigma, cond):  # what the loss fed the adapter, and its x0 prediction
+        x0_hat = forward(x, sigma, cond)
+        seen.append((sigma.detach().clone(), x0_hat.detach().clone()))
+        return x0_hat
+
+    den.forward = recording
+    g = torch.Generator().manual_seed(0)
+    video = torch.rand(6, 4, 3, 16, 16, generator=g) * 2 - 1
+    batch = {"video": video, "cond_frame": video[:, 0], "fps": torch.full((6,), 8.0)}
+    with torch.no_grad():
+        loss = module._loss(batch, torch.Generator().manual_seed(1))
+    ((sigma, x0_hat),) = seen
+    mse = (x0_hat - video).pow(2).flatten(1).mean(1)  # pixel space: x0 is the video
+    weight = loss / mse
+
+    den.forward, den.unet = forward, ConstantV(1.0)  # read c_out off the adapter itself
+    cond = den.encode_condition(batch["cond_frame"], fps=batch["fps"])
+    c_out = den(torch.zeros_like(video), sigma, cond).flatten(1)
+    assert torch.equal(c_out.amin(1), c_out.amax(1))  # one value per sample
+    torch.testing.assert_close(weight, c_out[:, 0].pow(-2), rtol=1e-4, atol=0)
+    assert sigma.min() < 0.5 < sigma.max()  # covers the range where sigma_data matters most

@@ -1,6 +1,8 @@
 import math
+from types import SimpleNamespace
 
 import lightning as L
+import pytest
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
@@ -23,11 +25,11 @@ from .helpers import MeanPoolFeatures, pan, photo, tiny_clip_encoder
 
 
 class Pans(Dataset):
-    """Real-photograph pans [4, 3, 16, 16] at known speeds."""
+    """Real-photograph pans [4, 3, size, size] at known speeds: item i moves i px per frame."""
 
-    def __init__(self, n: int = 4) -> None:
-        image = torch.nn.functional.interpolate(photo("chelsea")[None], scale_factor=0.25)[0]
-        self.items = [pan(image, dx, 0, frames=4, size=16) for dx in range(n)]
+    def __init__(self, n: int = 4, size: int = 16, scale: float = 0.25) -> None:
+        image = torch.nn.functional.interpolate(photo("chelsea")[None], scale_factor=scale)[0]
+        self.items = [pan(image, dx, 0, frames=4, size=size) for dx in range(n)]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -92,3 +94,42 @@ def test_validation_metrics_callback_samples_scores_and_logs(tmp_path):
     assert again == values
     logged = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text()
     assert "val/fvd" in logged and "val/ms_error/M10_ai" in logged
+
+
+def test_ms_error_scores_the_generated_videos_against_the_real_clips(tmp_path):
+    """Known pans: the clips move 0, 1, 2, 3 px per frame; a stand-in generator whose every video
+    pans 2 px per frame vertically. ms_error must be mean |2 - k| = 1 over the clips; scored
+    against the generated videos themselves (a mix-up of arguments) it would be 0."""
+    cfg = compose("train", ["data.num_frames=4", "data.height=32", "data.width=32"], tmp_path)
+    denoiser = instantiate(cfg.model)
+    image = torch.nn.functional.interpolate(photo("chelsea")[None], scale_factor=0.5)[0]
+    moving = pan(image, 0, 2, frames=4, size=32)
+
+    def predicts_the_pan(x, sigma, cond):  # x0 prediction: the pan, whatever the input
+        return moving.expand(x.shape[0], -1, -1, -1, -1).to(x.dtype)
+
+    denoiser.forward = predicts_the_pan  # the Euler ladder's last step returns it exactly
+    flow = FarnebackFlow()
+    ms, ms_error = MotionScore(flow), MotionScoreError(flow)
+    callback = ValidationMetrics(
+        dirpath=str(tmp_path / "videos"),
+        sampler={"name": "euler", "num_steps": 2},
+        metrics={"motion_score": ms, "ms_error": ms_error},
+        num_conditions=4,
+        save_videos=False,
+        log_videos=False,
+    )
+    trainer = SimpleNamespace(
+        datamodule=SimpleNamespace(val_set=Pans(4, size=32, scale=0.5)),
+        world_size=1,
+        global_rank=0,
+        is_global_zero=True,
+        loggers=[],
+        global_step=0,
+    )
+    values = callback.run(trainer, SimpleNamespace(denoiser=denoiser, device=torch.device("cpu")))
+    generated, reference, _ = ms_error.per_video().T
+    torch.testing.assert_close(reference, torch.arange(4.0).double(), atol=0.1, rtol=0.0)
+    torch.testing.assert_close(generated, torch.full((4,), 2.0).double(), atol=0.1, rtol=0.0)
+    assert values["val/ms_error"] == pytest.approx(1.0, abs=0.1)
+    assert values["val/motion_score"] == pytest.approx(2.0, abs=0.1)  # of the generated videos
