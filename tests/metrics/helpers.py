@@ -22,11 +22,12 @@ def tiny_clip_encoder(seed: int = 0):
 
 
 def photo(name: str = "chelsea") -> Tensor:
-    """A scikit-image photograph as [3, H, W] in [-1, 1]."""
+    """A scikit-image photograph as [3, H, W] in [-1, 1] (grey ones repeated over 3 channels)."""
     import skimage.data
 
-    image = getattr(skimage.data, name)()
-    return torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 127.5 - 1.0
+    image = torch.from_numpy(getattr(skimage.data, name)().copy())
+    image = image[..., None].expand(-1, -1, 3) if image.dim() == 2 else image[..., :3]
+    return image.permute(2, 0, 1).float() / 127.5 - 1.0
 
 
 def pan(image: Tensor, dx: int, dy: int, frames: int = 4, size: int = 128) -> Tensor:
@@ -40,6 +41,40 @@ def pan(image: Tensor, dx: int, dy: int, frames: int = 4, size: int = 128) -> Te
             for f in range(frames)
         ]
     )
+
+
+def subpixel_pan(
+    image: Tensor,
+    dx: float,
+    dy: float,
+    frames: int = 4,
+    size: tuple[int, int] = (64, 96),
+    factor: int = 4,
+    origin: tuple[float, float] = (0.5, 0.5),
+) -> Tensor:
+    """A camera panning by exactly (dx, dy) px/frame over ``image`` [3, Hi, Wi] -> [F, 3, H, W].
+
+    Sub-pixel speeds (multiples of 1 / ``factor``) are exact: windows of ``factor`` x ``size``
+    move by the integer ``factor`` x (dx, dy) over the photo and are area-averaged by ``factor``,
+    as a sensor whose square pixels integrate the light over their area; frame f + 1 is the
+    scene of frame f moved by (dx, dy), with new content entering from outside the window (no
+    border padding). ``origin``: (y, x) of the pan's start in the photo's free room, as fractions.
+    """
+    mx, my = round(dx * factor), round(dy * factor)
+    if abs(mx - dx * factor) > 1e-9 or abs(my - dy * factor) > 1e-9:
+        raise ValueError(f"pan ({dx}, {dy}) is not a multiple of 1/{factor} px/frame")
+    _, H, W = image.shape
+    h, w = size[0] * factor, size[1] * factor
+    span_y, span_x = abs(my) * (frames - 1) + h, abs(mx) * (frames - 1) + w
+    if span_y > H or span_x > W:
+        raise ValueError(f"a {span_y}x{span_x} pan does not fit in a {H}x{W} photo")
+    y0 = round((H - span_y) * origin[0]) + (abs(my) * (frames - 1) if my < 0 else 0)
+    x0 = round((W - span_x) * origin[1]) + (abs(mx) * (frames - 1) if mx < 0 else 0)
+    windows = [
+        image[:, y0 + f * my : y0 + f * my + h, x0 + f * mx : x0 + f * mx + w]
+        for f in range(frames)
+    ]
+    return torch.nn.functional.avg_pool2d(torch.stack(windows), factor)
 
 
 class MeanPoolFeatures(nn.Module):

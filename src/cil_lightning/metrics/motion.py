@@ -5,9 +5,20 @@ consecutive frame pairs and all pixels, in pixels at the video's own resolution;
 code uses RAFT with 20 iterations. The MS error of a generated video is |MS_out - MS_in|, MS_in
 being the MS of the real video its condition came from.
 
-Two flow estimators: ``RAFTFlow`` (torchvision's RAFT, local weights) and ``FarnebackFlow``
-(OpenCV, no weights; the default when no RAFT weights are configured). Farneback numbers are not
-comparable with RAFT numbers: compare runs measured with the same estimator.
+Three flow estimators (``build_flow``):
+
+- ``RAFTFlow``: torchvision's RAFT with local weights; the paper's estimator, for numbers
+  comparable with it. ``method: auto`` picks it whenever RAFT weights are configured.
+- ``DISFlow``: OpenCV's dense inverse search, no weights; the default without RAFT weights.
+  It reads 64 x 96 views of real photographs panned at 0.5 to 4 px/frame within 5 % of the
+  true speed (0.976x to 1.042x), textured ones and ones two-thirds flat sky alike
+  (tests/metrics/test_motion.py). Limits: frames of 32 px a side under-read pans of 3 px/frame
+  or more; like any matcher it reads frame-to-frame noise over flat areas as motion.
+- ``FarnebackFlow``: OpenCV's Farneback, no weights; kept for earlier runs only. It under-reads
+  flat content (0.27x to 0.8x on the same pans of skies), so a flatter or blurrier generation
+  reads as less motion: the bias a leakage study must not have.
+
+Numbers from different estimators are not comparable: compare runs measured with the same one.
 """
 
 from __future__ import annotations
@@ -22,6 +33,69 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
 from .weights import load_state_dict, require_file
+
+
+def _luma(x: Tensor) -> Tensor:
+    """BT.601 luma (as cv2.cvtColor RGB2GRAY): [N, 3, H, W] in [-1, 1] -> [N, H, W] in 0..255."""
+    w = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
+    return ((x.float().clamp(-1, 1) + 1) * 127.5 * w).sum(1)
+
+
+class DISFlow(nn.Module):
+    """Dense inverse search flow (Kroeger et al. 2016; OpenCV) on grey-level frames, no weights.
+
+    ``forward(a, b)``: frames [N, 3, H, W] in [-1, 1] -> flow [N, 2, H, W] in pixels (x, y).
+    OpenCV's MEDIUM preset refined down to full resolution (``finest_scale`` 0: the preset stops
+    at half resolution, and there reads known pans at 0.86x to 1.09x), with 12 px patches (8 px
+    ones read blurred, nearly featureless skies more noisily). DIS needs 8-bit frames: each
+    pair's luma is stretched by one affine map to span 0..255 before rounding, so dim or
+    low-contrast frames keep their sub-level detail (without it a sky pan reads 1.07x); the map
+    is the same for both frames, so it leaves the flow unchanged.
+
+    Args:
+        preset: ``ultrafast``, ``fast`` or ``medium`` (OpenCV's DIS presets).
+        finest_scale: pyramid level the flow is refined down to (0: full resolution).
+        patch_size: side of the matched patches in pixels.
+        stretch: stretch each pair's grey range to 0..255 (see above).
+    """
+
+    PRESETS = ("ultrafast", "fast", "medium")
+
+    def __init__(
+        self,
+        preset: str = "medium",
+        finest_scale: int = 0,
+        patch_size: int = 12,
+        stretch: bool = True,
+    ) -> None:
+        super().__init__()
+        if preset not in self.PRESETS:
+            raise ValueError(f"DIS preset must be one of {self.PRESETS}, got {preset!r}")
+        self.preset, self.finest_scale, self.patch_size = preset, finest_scale, patch_size
+        self.stretch = stretch
+
+    def _estimator(self):
+        import cv2
+
+        dis = cv2.DISOpticalFlow_create(self.PRESETS.index(self.preset))
+        dis.setFinestScale(self.finest_scale)
+        dis.setPatchSize(self.patch_size)
+        return dis
+
+    def _grey_pair(self, a: Tensor, b: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        ya, yb = _luma(a), _luma(b)
+        if self.stretch:
+            lo = torch.minimum(ya.amin((-2, -1)), yb.amin((-2, -1)))[:, None, None]
+            hi = torch.maximum(ya.amax((-2, -1)), yb.amax((-2, -1)))[:, None, None]
+            gain = 255.0 / (hi - lo).clamp_min(1.0)  # a still, flat pair stays flat
+            ya, yb = (ya - lo) * gain, (yb - lo) * gain
+        return tuple(y.round().clamp(0, 255).to(torch.uint8).cpu().numpy() for y in (ya, yb))
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        dis = self._estimator()
+        ga, gb = self._grey_pair(a, b)
+        flows = [dis.calc(x, y, None) for x, y in zip(ga, gb)]
+        return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(a.device)
 
 
 class FarnebackFlow(nn.Module):
@@ -45,17 +119,10 @@ class FarnebackFlow(nn.Module):
         super().__init__()
         self.params = (pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, 0)
 
-    @staticmethod
-    def _grey(x: Tensor) -> np.ndarray:
-        # ITU-R BT.601 luma, as cv2.cvtColor(RGB2GRAY), on 8-bit values.
-        w = torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)
-        grey = ((x.float().clamp(-1, 1) + 1) * 127.5 * w).sum(1)
-        return grey.round().to(torch.uint8).cpu().numpy()
-
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         import cv2
 
-        ga, gb = self._grey(a), self._grey(b)
+        ga, gb = (_luma(x).round().to(torch.uint8).cpu().numpy() for x in (a, b))
         flows = [cv2.calcOpticalFlowFarneback(x, y, None, *self.params) for x, y in zip(ga, gb)]
         return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).to(a.device)
 
@@ -109,20 +176,30 @@ def load_raft(
     return RAFTFlow(network, num_flow_updates)
 
 
+METHODS = ("auto", "raft", "dis", "farneback")
+
+
 def build_flow(
     method: str = "auto",
     raft_weights: str | Path | None = None,
     raft_arch: str = "large",
     num_flow_updates: int = 20,
 ) -> nn.Module:
-    """``method``: ``raft``, ``farneback`` or ``auto`` (RAFT if weights are set, else Farneback)."""
+    """A flow module ``(a, b) -> [N, 2, H, W]`` (pixels) for the motion score.
+
+    ``method``: ``raft`` (needs ``raft_weights``), ``dis`` (no weights), ``farneback`` (no
+    weights; under-reads flat content, for comparison with earlier runs) or ``auto``: RAFT when
+    ``raft_weights`` is set, else DIS. Scores from different methods are not comparable.
+    """
+    if method not in METHODS:
+        raise ValueError(f"metric.motion.method must be one of {METHODS}, got {method!r}")
     if method == "auto":
-        method = "raft" if raft_weights else "farneback"
+        method = "raft" if raft_weights else "dis"
     if method == "raft":
         return load_raft(raft_weights, raft_arch, num_flow_updates)
-    if method == "farneback":
-        return FarnebackFlow()
-    raise ValueError(f"motion method must be 'raft', 'farneback' or 'auto', got {method!r}")
+    if method == "dis":
+        return DISFlow()
+    return FarnebackFlow()
 
 
 @torch.no_grad()
