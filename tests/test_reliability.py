@@ -259,11 +259,6 @@ def test_resume_with_ema_and_accumulation_reproduces_weights_ema_and_optimiser(t
     assert not torch.equal(want["ema.module.conv_in.weight"], want["denoiser.unet.conv_in.weight"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SignalCheckpoint saves at the batch end the signal reaches, also between two "
-    "micro-batches: the resumed run loses the gradient accumulated so far (issue 11 item 7 report)",
-)
 def test_a_signal_between_micro_batches_still_resumes_exactly(tmp_path):
     """SIGUSR1 (SLURM's warning before the time limit) may come at any batch end; with 2
     micro-batches per step, here after the first micro-batch of step 3. SIGUSR1 saves and goes

@@ -6,14 +6,15 @@ import signal
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Checkpoint
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
 class SignalCheckpoint(Checkpoint):
     """On SIGUSR1 or SIGTERM, write ``{dirpath}/last.ckpt`` at the end of the current step.
 
-    The SIGUSR1 handler only sets a flag: the checkpoint is written at the next batch end, when
-    model, optimiser, EMA and data position agree, on every rank (saving is collective). SIGUSR1
+    The SIGUSR1 handler only sets a flag: the checkpoint is written at the next batch end that
+    closes an optimiser step (with gradient accumulation, not between micro-batches), when model,
+    optimiser, EMA and data position agree, on every rank (saving is collective). SIGUSR1
     (SLURM's warning before the time limit; ``--signal=USR1@90``) saves and goes on. SIGTERM is
     caught by Lightning itself, which stops the run with ``SIGTERMException`` right after this
     callback has saved. Under SLURM with Lightning's auto-requeue, Lightning owns SIGUSR1 (it
@@ -49,6 +50,17 @@ class SignalCheckpoint(Checkpoint):
         local = self._usr1 or trainer.received_sigterm
         if not trainer.strategy.reduce_boolean_decision(local, all=False):
             return
+        # Between two micro-batches of one optimiser step the gradient accumulated so far is in
+        # no checkpoint: SIGUSR1 waits for the step boundary (the same decision on every rank).
+        mid_step = trainer.fit_loop.epoch_loop._should_accumulate()
+        if mid_step and not trainer.received_sigterm:
+            return
+        if mid_step:
+            rank_zero_warn(
+                f"SIGTERM between micro-batches of step {trainer.global_step}: the checkpoint "
+                "holds the weights before this step, and the micro-batches already seen in it "
+                "are not replayed on resume (gradient accumulation)"
+            )
         path = self.dirpath / "last.ckpt"
         trainer.save_checkpoint(path)
         self.saved.append(path)
