@@ -45,10 +45,11 @@ def build(seed: int = 0):
 def bare_loop(batches: list[dict], warmup: int) -> list[float]:
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-    from cil_lightning.diffusion.loss import denoising_loss
+    from cil_lightning.diffusion.loss import DenoisingLoss
 
     torch.manual_seed(0)
     den, tn = build()
+    loss_fn = DenoisingLoss(tn)
     opt = torch.optim.AdamW(den.trainable_parameters(), lr=3e-5, weight_decay=0.01)
     ema = AveragedModel(den.unet, multi_avg_fn=get_ema_multi_avg_fn(0.9999))
     times = []
@@ -56,7 +57,7 @@ def bare_loop(batches: list[dict], warmup: int) -> list[float]:
         t0 = time.perf_counter()
         x0 = den.encode_video(b["video"])
         cond = den.encode_condition(b["video"][:, 0], fps=b["fps"])
-        loss = denoising_loss(den, den.schedule, x0, cond, tn).mean()
+        loss = loss_fn(den, x0, cond).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(den.trainable_parameters(), 1.0)

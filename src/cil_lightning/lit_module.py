@@ -1,4 +1,4 @@
-"""The LightningModule: glue between an adapter, a condition-noise law and the loss."""
+"""The LightningModule: glue between an adapter and the loss, with EMA and the NaN policy."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from .checkpoint import CONDITIONING_KEY
 from .diffusion.cond_noise import CondNoise
-from .diffusion.loss import denoising_loss
+from .diffusion.loss import DenoisingLoss
 from .ema import build_ema
 
 
@@ -22,10 +22,11 @@ class I2VLitModule(L.LightningModule):
 
     Args:
         denoiser: a model adapter from ``models/`` (owns schedule, preconditioning, conditioning).
-        cond_noise: the law of the condition-noise level beta.
+        cond_noise: the law of the condition-noise level beta; the loss (``DenoisingLoss``) draws
+            it at each sample's time. Time law, noising and loss weight are the denoiser's
+            schedule's, so they always belong to one family.
         optimizer: partial optimiser, called with the trainable parameters.
         lr_scheduler: partial scheduler, called with the optimiser; stepped every step.
-        weighting: loss weighting (``edm``, ``eps``, ``v``, ``flow``; see ``diffusion/loss.py``).
         ema_decay: keep an exponential moving average of the UNet weights with this decay
             (torch's ``AveragedModel``; SVD reference: 0.9999); None keeps none.
         ema_warmup: warm the EMA decay up as diffusers' ``EMAModel`` (the SVD reference) does,
@@ -48,7 +49,6 @@ class I2VLitModule(L.LightningModule):
         cond_noise: CondNoise,
         optimizer: Callable[..., torch.optim.Optimizer],
         lr_scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
-        weighting: str = "edm",
         ema_decay: float | None = None,
         ema_warmup: bool = True,
         seed: int = 0,
@@ -57,9 +57,9 @@ class I2VLitModule(L.LightningModule):
         run_config: dict | None = None,
     ) -> None:
         super().__init__()
-        self.denoiser, self.cond_noise = denoiser, cond_noise
+        self.denoiser, self.loss = denoiser, DenoisingLoss(cond_noise)
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
-        self.weighting, self.val_seed, self.run_config = weighting, val_seed, run_config
+        self.val_seed, self.run_config = val_seed, run_config
         if nan_policy not in ("stop", "skip"):
             raise ValueError(f"nan_policy must be 'stop' or 'skip', got {nan_policy!r}")
         self.seed, self.nan_policy = int(seed), nan_policy
@@ -83,21 +83,15 @@ class I2VLitModule(L.LightningModule):
         return torch.Generator(device=self.device).manual_seed(state)
 
     def _loss(self, batch: dict, generator: torch.Generator | None = None) -> Tensor:
+        """Per-sample loss [B] of a batch: encode video and condition frame, record the
+        conditioning fed in training, call the loss. The VAE posterior draw comes first."""
         x0 = self.denoiser.encode_video(
             batch["video"], names=batch.get("name"), generator=generator
         )
         cond = self.denoiser.encode_condition(batch["cond_frame"], fps=batch.get("fps"))
         if self.training:
             self._record_conditioning(cond)
-        return denoising_loss(
-            self.denoiser,
-            self.denoiser.schedule,
-            x0,
-            cond,
-            self.cond_noise,
-            weighting=self.weighting,
-            generator=generator,
-        )
+        return self.loss(self.denoiser, x0, cond, generator)
 
     def _record_conditioning(self, cond) -> None:
         fps, bucket = getattr(cond, "fps", None), getattr(cond, "motion_bucket_id", None)

@@ -1,7 +1,9 @@
 """Check the method's and the run's parameters before anything heavy is built.
 
 Runs on the composed Hydra config with only omegaconf imported, so a bad value fails in well under
-a second with the key, the value and the allowed range, before torch, data or models are loaded.
+a second with the key, the value and the allowed range, before data or models are loaded. The one
+exception is a start point ``sampler.M``: its range belongs to the model's schedule, which is built
+(cheap, but it imports torch) and asked.
 """
 
 from __future__ import annotations
@@ -76,33 +78,43 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def _start_point_rule(cfg: DictConfig) -> Rule | None:
-    """The allowed range of the start point M depends on the model's schedule family."""
-    target = str(OmegaConf.select(cfg, "model.schedule._target_", default="") or "")
-    if target.endswith("EDMSchedule"):
-        lo = OmegaConf.select(cfg, "model.schedule.sigma_min", default=0.002)
-        return Rule("sampler.M", _num(lambda v: v > lo), f"> sigma_min = {lo} (EDM sigma_max)")
-    if target.endswith("VPSchedule"):
-        T = OmegaConf.select(cfg, "model.schedule.T", default=1000)
-        return Rule("sampler.M", _int(lambda v: 0 < v <= T), f"an integer step in (0, T = {T}]")
-    if target.endswith("FlowSchedule"):
-        return Rule("sampler.M", _num(lambda v: 0 < v <= 1), "(0, 1] (flow time)")
-    return None
+def _start_point_rule(cfg: DictConfig, problems: list[str]) -> Rule | None:
+    """The start point M's rule, asked of the model's schedule (``Schedule.check_start``); None
+    when M is unset or there is no schedule. A schedule that cannot be built is a problem."""
+    if OmegaConf.select(cfg, "sampler.M", default=None) is None:
+        return None  # None: start at the schedule's full start
+    if OmegaConf.select(cfg, "model.schedule._target_", default=None) is None:
+        return None
+    from hydra.utils import instantiate
+
+    try:
+        schedule = instantiate(cfg.model.schedule)
+    except Exception as err:  # hydra wraps the schedule's own ValueError
+        cause = err.__cause__ or err
+        problems.append(f"  model.schedule cannot be built: {type(cause).__name__}: {cause}")
+        return None
+
+    def ok(M: object) -> bool:
+        try:
+            schedule.check_start(M)
+        except ValueError:
+            return False
+        return True
+
+    return Rule("sampler.M", ok, schedule.start_range)
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError listing every present key whose value is out of range."""
+    problems: list[str] = []
     rules = list(RULES)
-    start = _start_point_rule(cfg)
+    start = _start_point_rule(cfg, problems)
     if start is not None:
         rules.append(start)
-    problems = []
     for rule in rules:
         if OmegaConf.select(cfg, rule.key, default="__absent__") == "__absent__":
             continue
         value = OmegaConf.select(cfg, rule.key)
-        if value is None and rule.key == "sampler.M":
-            continue  # None: start at the schedule's full start
         if not rule.ok(value):
             why = f" ({rule.meaning})" if rule.meaning else ""
             problems.append(f"  {rule.key}={value!r} is out of range; allowed: {rule.allowed}{why}")

@@ -1,10 +1,13 @@
+"""The loss object: the family's objective through the schedule's weight, draws in a fixed order."""
+
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from torch import nn
 
 from cil_lightning.diffusion.cond_noise import TimeNoise
-from cil_lightning.diffusion.loss import denoising_loss, loss_weight
+from cil_lightning.diffusion.loss import DenoisingLoss
 from cil_lightning.diffusion.rng import randn
 from cil_lightning.diffusion.schedules import EDMSchedule, FlowSchedule, VPSchedule
 from cil_lightning.lit_module import I2VLitModule
@@ -26,8 +29,8 @@ def _pairs():
 )
 def test_weighting_turns_x0_mse_into_the_family_objective(schedule, kind):
     x0, x0_hat, eps = _pairs()
-    t = schedule.sample_training_time(16, generator=torch.Generator().manual_seed(1))
-    a, s = (v[:, None].double() for v in schedule.alpha_sigma(t))
+    t = schedule.sample_training_time(16, generator=torch.Generator().manual_seed(1)).double()
+    a, s = (v[:, None] for v in schedule.alpha_sigma(t))
     x0, x0_hat, eps = x0.double(), x0_hat.double(), eps.double()
     x_t = a * x0 + s * eps
     eps_hat = (x_t - a * x0_hat) / s
@@ -38,23 +41,39 @@ def test_weighting_turns_x0_mse_into_the_family_objective(schedule, kind):
     else:
         target, pred = eps - x0, eps_hat - x0_hat
     direct = (pred - target).pow(2).mean(1)
-    via_x0 = loss_weight(kind, a[:, 0], s[:, 0]) * (x0_hat - x0).pow(2).mean(1)
+    via_x0 = schedule.loss_weight(t) * (x0_hat - x0).pow(2).mean(1)
     torch.testing.assert_close(via_x0, direct)
 
 
 def test_edm_weighting_closed_form():
     sigma = torch.tensor([0.1, 1.0, 10.0])
-    w = loss_weight("edm", torch.ones(3), sigma, sigma_data=0.5)
+    w = EDMSchedule(sigma_data=0.5).loss_weight(sigma)
     torch.testing.assert_close(w, (sigma**2 + 0.25) / (sigma * 0.5) ** 2)
-    with pytest.raises(ValueError, match="weighting"):
-        loss_weight("l1", torch.ones(1), torch.ones(1))
+    with pytest.raises(ValueError, match="prediction"):
+        VPSchedule(prediction="l1")
+
+
+def test_the_weighting_is_the_schedules_not_a_free_choice():
+    """A VP schedule cannot be given EDM weighting: no schedule takes a weighting, its prediction
+    type names its objective, and the run config has no weighting key any more."""
+    for family in (EDMSchedule, VPSchedule, FlowSchedule):
+        with pytest.raises(TypeError, match="weighting"):
+            family(weighting="edm")
+    with pytest.raises(ValueError, match="prediction must be 'eps' or 'v'"):
+        VPSchedule(prediction="edm")
+    with pytest.raises(ConfigCompositionException, match="weighting"):
+        compose("train", ["weighting=edm"])
+    cfg = compose("train", ["+model.schedule.weighting=edm"])
+    with pytest.raises(Exception, match="weighting"):
+        instantiate(cfg.model.schedule)
+    assert "weighting" not in cfg and "weighting" not in cfg.module
 
 
 class RecordingAdapter:
     """Stands in for a model adapter: records what the loss feeds it, predicts a fixed x0."""
 
-    def __init__(self, prediction):
-        self.prediction, self.seen = prediction, {}
+    def __init__(self, schedule, prediction):
+        self.schedule, self.prediction, self.seen = schedule, prediction, {}
 
     def training_condition(self, cond, t_norm, cond_noise, generator=None):
         noisy, beta = cond_noise.apply(cond, t_norm, generator=generator)
@@ -66,24 +85,37 @@ class RecordingAdapter:
         return self.prediction
 
 
-@pytest.mark.parametrize("schedule", [EDMSchedule(), VPSchedule(), FlowSchedule()])
+def _closed_form_weight(schedule, alpha, sigma):
+    """The weights of ``diffusion/loss.py``'s docstring, written out by family."""
+    if schedule.family == "edm":
+        sd = schedule.sigma_data
+        return (sigma**2 + sd**2) / (sigma * sd) ** 2
+    if schedule.family == "vp" and schedule.prediction == "eps":
+        return alpha**2 / sigma**2
+    if schedule.family == "vp":
+        return (alpha**2 + sigma**2) ** 2 / sigma**2
+    return (alpha + sigma) ** 2 / sigma**2
+
+
+SCHEDULES = [
+    EDMSchedule(),
+    EDMSchedule(sigma_data=0.5),
+    VPSchedule(),
+    VPSchedule(prediction="v", rescale_zero_terminal_snr=True),
+    FlowSchedule(shift=3.0),
+]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: s.family)
 def test_loss_draws_in_order_noises_condition_at_own_time_and_scores(schedule):
     B = 6
     g0 = torch.Generator().manual_seed(3)
     x0 = torch.randn(B, 4, 3, 5, 5, generator=g0)
     cond = torch.randn(B, 3, 5, 5, generator=g0)
     pred = x0 + 0.1
-    adapter = RecordingAdapter(pred)
+    adapter = RecordingAdapter(schedule, pred)
     tn = TimeNoise(beta_m=15.0, a=1.0)
-    loss = denoising_loss(
-        adapter,
-        schedule,
-        x0,
-        cond,
-        tn,
-        weighting="edm" if schedule.family == "edm" else "eps",
-        generator=torch.Generator().manual_seed(11),
-    )
+    loss = DenoisingLoss(tn)(adapter, x0, cond, generator=torch.Generator().manual_seed(11))
     # Replay the same draws by hand: t, then beta and the condition noise, then eps.
     g = torch.Generator().manual_seed(11)
     t = schedule.sample_training_time(B, generator=g)
@@ -97,10 +129,38 @@ def test_loss_draws_in_order_noises_condition_at_own_time_and_scores(schedule):
     torch.testing.assert_close(adapter.seen["cond"], cond_noisy)
     x_t = a.view(-1, 1, 1, 1, 1) * x0 + s.view(-1, 1, 1, 1, 1) * eps
     torch.testing.assert_close(adapter.seen["x_t"], x_t)
-    kind = "edm" if schedule.family == "edm" else "eps"
-    expected = loss_weight(kind, a, s, getattr(schedule, "sigma_data", 1.0)) * 0.01
+    expected = _closed_form_weight(schedule, a, s) * 0.01
     torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-6)
     assert loss.shape == (B,)
+
+
+class ShrinkingAdapter(RecordingAdapter):
+    """Predicts x0_hat = 0.8 x_t, so the loss depends on the noising, not only on the weight."""
+
+    def __call__(self, x_t, t, cond):
+        return 0.8 * x_t
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: s.family)
+def test_loss_object_equals_the_closed_form_loss_exactly(schedule):
+    """Bit for bit the formula of ``diffusion/loss.py``: x_t = alpha x0 + sigma eps, the x0-space
+    MSE times the family's closed-form weight of float32 (alpha, sigma)."""
+    B = 5
+    g0 = torch.Generator().manual_seed(4)
+    x0 = torch.randn(B, 3, 2, 4, 4, generator=g0)
+    cond = torch.zeros(B, 2, 4, 4)
+    tn = TimeNoise(beta_m=2.0, a=1.0)
+    loss = DenoisingLoss(tn)(
+        ShrinkingAdapter(schedule, None), x0, cond, generator=torch.Generator().manual_seed(5)
+    )
+    g = torch.Generator().manual_seed(5)
+    t = schedule.sample_training_time(B, generator=g)
+    tn.apply(cond, schedule.normalized_time(t), generator=g)
+    eps = randn(x0.shape, g)
+    alpha, sigma = (v.float() for v in schedule.alpha_sigma(t))
+    x_t = alpha.view(-1, 1, 1, 1, 1) * x0 + sigma.view(-1, 1, 1, 1, 1) * eps
+    mse = (0.8 * x_t - x0).pow(2).flatten(1).mean(1)
+    assert torch.equal(loss, _closed_form_weight(schedule, alpha, sigma) * mse)
 
 
 class ConstantV(nn.Module):

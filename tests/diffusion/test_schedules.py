@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -272,3 +273,75 @@ def test_edm_and_flow_sigma_over_alpha_and_its_inverse():
     torch.testing.assert_close(s[:4], t[:4] / (1 - t[:4]))
     assert math.isinf(s[4].item())  # x_1 = eps
     torch.testing.assert_close(flow.time_for_sigma(s), t)
+
+
+# --------------------------------------------------------------------------------------------------
+# Owned by the schedule: forward noising and the start point M's range (also the config's rule)
+
+
+@pytest.mark.parametrize("sch", [VPSchedule(), EDMSchedule(), FlowSchedule()], ids=str)
+def test_add_noise_is_the_forward_process(sch):
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(3, 2, 4, generator=g), torch.randn(3, 2, 4, generator=g)
+    t = sch.sample_training_time(3, generator=g)
+    alpha, sigma = sch.alpha_sigma(t)
+    expect = alpha[:, None, None] * x0 + sigma[:, None, None] * eps
+    assert torch.equal(sch.add_noise(x0, t, eps), expect)
+    assert sch.add_noise(x0.double(), t, eps.double()).dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    "sch, good, bad, words",
+    [
+        (VPSchedule(T=1000), [1, 940, 1000, 940.0], [0, 1001, 940.5, -3], "(0, T] = (0, 1000]"),
+        (VPSchedule(T=50), [1, 50], [51], "(0, T] = (0, 50]"),
+        (
+            EDMSchedule(sigma_min=0.002),
+            [0.0021, 100.0, 700.0, 5000.0],
+            [0.002, 0.001, 0.0, -1.0],
+            "> sigma_min = 0.002",
+        ),
+        (EDMSchedule(sigma_min=30.0, sigma_max=80.0), [30.5, 80.0], [22.4], "sigma_min = 30.0"),
+        (FlowSchedule(), [1e-6, 0.5, 1.0, 1], [0.0, 1.5, -0.1], "a flow time in (0, 1]"),
+    ],
+)
+def test_check_start_accepts_the_familys_range_and_names_it(sch, good, bad, words):
+    assert words in sch.start_range
+    sch.check_start(None)  # the full start
+    for M in good:
+        sch.check_start(M)
+        assert sch.start_time(M) == pytest.approx(sch.sampling_times(1, M)[0].item(), rel=1e-6)
+    for M in [*bad, math.nan, math.inf, True, "100"]:
+        with pytest.raises(ValueError, match=r"M must be .*" + re.escape(words)):
+            sch.check_start(M)
+        with pytest.raises(ValueError, match="M must be"):
+            sch.start_time(M)
+
+
+def test_config_rule_for_M_is_the_schedules():
+    """``validate`` asks the model's schedule: each family's range, and no copy of it."""
+    from omegaconf import OmegaConf
+
+    from cil_lightning.validation import ConfigError, validate
+
+    def cfg(schedule: dict, M):
+        target = f"cil_lightning.diffusion.schedules.{schedule.pop('name')}"
+        return OmegaConf.create(
+            {"model": {"schedule": {"_target_": target, **schedule}}, "sampler": {"M": M}}
+        )
+
+    validate(cfg({"name": "VPSchedule", "T": 1000}, 940))
+    validate(cfg({"name": "FlowSchedule"}, 0.9))
+    validate(cfg({"name": "EDMSchedule"}, None))  # null: the full start
+    for schedule, M, allowed in [
+        ({"name": "VPSchedule", "T": 500}, 940, "(0, T] = (0, 500]"),
+        ({"name": "VPSchedule"}, 940.5, "(0, T] = (0, 1000]"),
+        ({"name": "FlowSchedule"}, 1.5, "a flow time in (0, 1]"),
+        ({"name": "EDMSchedule", "sigma_min": 0.01}, 0.005, "> sigma_min = 0.01"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            validate(cfg(schedule, M))
+        assert f"sampler.M={M!r} is out of range; allowed: " in str(err.value)
+        assert allowed in str(err.value)
+    with pytest.raises(ConfigError, match="model.schedule cannot be built: .*sigma_min"):
+        validate(cfg({"name": "EDMSchedule", "sigma_min": 900.0}, 100.0))

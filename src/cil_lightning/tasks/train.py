@@ -18,27 +18,15 @@ def train(cfg: DictConfig) -> dict:
     import lightning as L
     from hydra.utils import instantiate
 
-    from ..lit_module import I2VLitModule
-
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-    module = I2VLitModule(
-        denoiser=instantiate(cfg.model),
-        cond_noise=instantiate(cfg.cond_noise),
-        optimizer=instantiate(cfg.optimizer),
-        lr_scheduler=instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
-        weighting=cfg.weighting,
-        ema_decay=cfg.get("ema_decay"),
-        ema_warmup=cfg.get("ema_warmup", True),
-        seed=cfg.seed,
-        nan_policy=cfg.get("nan_policy", "stop"),
-        run_config=OmegaConf.to_container(cfg, resolve=True),
-    )
+    run_config = OmegaConf.to_container(cfg, resolve=True)  # logged, and stored in checkpoints
+    module = instantiate(cfg.module)(run_config=run_config)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(run_config)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     value = objective(cfg, final_values(trainer, callbacks))  # None unless optimized_metric set
