@@ -27,6 +27,7 @@ from cil_lightning.diagnose import (
 )
 from cil_lightning.diffusion.schedules import EDMSchedule, FlowSchedule, VPSchedule
 from cil_lightning.metrics.motion import build_flow, motion_scores
+from cil_lightning.sampling import Sampler
 
 SIGMA_MAX = 80.0  # the stand-in's EDM schedule (as model=tiny)
 PANS = ((1, 0), (0, 1), (2, 0), (-1, 0), (0, -1), (1, 1))
@@ -220,7 +221,7 @@ def test_sampling_settings_and_outputs_on_the_stand_in(clips, motion_fn, tmp_pat
         motion_fn=motion_fn,
         out_dir=tmp_path,
         Ms=[10.0],
-        sampling=dict(num_steps=2),
+        sampler=Sampler(num_steps=2),
     )
     assert [s["setting"] for s in summary["sampling"]] == ["T", "M=10", "M=10 +AI"]
     assert summary["stats"] == "estimated from the diagnostic clips"

@@ -62,8 +62,7 @@ def train(method: str, seed: int, steps: int, out: Path) -> Path:
         f"model.seed={seed}",
         f"trainer.max_steps={steps}",
         "logger=csv",
-        "~callbacks.video_samples",
-        "~callbacks.validation_metrics",
+        "~callbacks.validation",
         f"callbacks.model_checkpoint.every_n_train_steps={steps}",
         f"hydra.run.dir={run}",
     ]
@@ -106,8 +105,8 @@ def evaluate(ckpt: Path, args, flow) -> tuple[list[dict], list[dict]]:
     from cil_lightning.diagnose import noise_levels, one_step_rows
     from cil_lightning.diffusion.analytic_init import LatentStats
     from cil_lightning.diffusion.rng import per_sample_generators
-    from cil_lightning.generate import generate
     from cil_lightning.metrics.motion import motion_scores
+    from cil_lightning.sampling import Sampler
 
     torch.manual_seed(0)
     denoiser, run_cfg = load_denoiser(ckpt)
@@ -130,23 +129,13 @@ def evaluate(ckpt: Path, args, flow) -> tuple[list[dict], list[dict]]:
     ms_in = ms(videos)
     cond = denoiser.encode_condition(videos[:, 0], fps=fps)
     rows = []
+    sampler = Sampler(step="euler", num_steps=args.num_steps, min_guidance=1.0, max_guidance=3.0)
     for M in [None, *args.M]:
         for ai in [False] if M is None else [False, True]:
             name = "full start" if M is None else f"M={M:g}" + (" +AI" if ai else "")
-            with torch.no_grad():
-                out = generate(
-                    denoiser,
-                    cond,
-                    num_frames=videos.shape[1],
-                    sampler="euler",
-                    num_steps=args.num_steps,
-                    M=M,
-                    stats=stats if ai else None,
-                    min_guidance=1.0,
-                    max_guidance=3.0,
-                    generator=per_sample_generators(range(len(val))),
-                )
-                gen = denoiser.decode_video(out.sample)
+            start = sampler.replace(M=M, stats=stats if ai else None)
+            generators = per_sample_generators(range(len(val)))
+            gen = start(denoiser, cond, videos.shape[1], generators).video
             ms_out = ms(gen)
             F = gen.shape[1]
             align = cosine(gen.flatten(0, 1), videos[:, :1].expand(-1, F, -1, -1, -1).flatten(0, 1))

@@ -34,7 +34,7 @@ from .diagnose_levels import LEVEL_MIN, check_levels, level_info, levels_meta, n
 from .diagnose_report import plot, summarize, write_csv, write_json
 from .diffusion.analytic_init import LatentStats
 from .diffusion.rng import per_sample_generators, randn
-from .generate import generate
+from .sampling import Sampler
 
 MotionFn = Callable[[Tensor], Tensor]
 
@@ -126,11 +126,9 @@ def one_step_rows(
             ms_recon = motion_fn(denoiser.decode_video(x0)).tolist()
             for j, (t_nat, info) in enumerate(zip(levels, infos)):
                 t_vec = torch.full((len(idx),), t_nat, device=x0.device)
-                alpha, sigma = schedule.alpha_sigma(t_vec)
                 gens = per_sample_generators([_seed(seed, i, j) for i in idx])
                 eps = randn(x0.shape, gens, device=x0.device, dtype=x0.dtype)
-                shape = (-1, *[1] * (x0.ndim - 1))
-                x_t = alpha.to(x0.dtype).view(shape) * x0 + sigma.to(x0.dtype).view(shape) * eps
+                x_t = schedule.add_noise(x0, t_vec, eps)
                 pred = denoiser(x_t, t_vec, cond)
                 ms_pred = motion_fn(denoiser.decode_video(pred)).tolist()
                 for k, i in enumerate(idx):
@@ -180,26 +178,23 @@ def sampling_rows(
     *,
     settings: Sequence[SamplingSetting],
     motion_fn: MotionFn,
-    stats: LatentStats | None = None,
+    sampler: Sampler | None = None,
     seeds: Sequence[int] = (0,),
     fps: Tensor | None = None,
     names: Sequence[str] | None = None,
     batch_size: int = 8,
     min_motion: float = 1e-3,
-    sampler: str = "euler",
-    num_steps: int = 25,
-    min_guidance: float = 1.0,
-    max_guidance: float = 1.0,
-    eta: float = 0.0,
 ) -> list[dict]:
     """Full sampling from each setting's start; MS(output) against MS(input clip) per clip.
 
-    ``stats`` are the Analytic-Init statistics (latent shape [F, C, h, w]); required when a
-    setting uses Analytic-Init. Each (seed, clip) gets its own generator, shared by every
-    setting, so settings differ only in their start. Rows have kind ``sampling``, ``ms_real``
-    (input), ``ms_pred`` (output) and ``ratio`` = output / input.
+    ``sampler`` (default ``Sampler()``) gives the step, steps, guidance and ``stats``, the
+    Analytic-Init statistics (latent shape [F, C, h, w]), required when a setting uses
+    Analytic-Init; each setting replaces its start M and stats. Each (seed, clip) gets its own
+    generator, shared by every setting, so settings differ only in their start. Rows have kind
+    ``sampling``, ``ms_real`` (input), ``ms_pred`` (output) and ``ratio`` = output / input.
     """
-    if any(s.analytic_init for s in settings) and stats is None:
+    sampler = sampler or Sampler()
+    if any(s.analytic_init for s in settings) and sampler.stats is None:
         raise ValueError("an Analytic-Init setting needs stats")
     n, frames = videos.shape[:2]
     names = list(names) if names is not None else [f"clip{i}" for i in range(n)]
@@ -207,20 +202,12 @@ def sampling_rows(
     for idx, _video, cond, ms_real in _clip_batches(denoiser, videos, fps, batch_size, motion_fn):
         for seed in seeds:
             for setting in settings:
-                out = generate(
-                    denoiser,
-                    cond,
-                    num_frames=frames,
-                    sampler=sampler,
-                    num_steps=num_steps,
-                    M=setting.M,
-                    stats=stats if setting.analytic_init else None,
-                    min_guidance=min_guidance,
-                    max_guidance=max_guidance,
-                    eta=eta,
-                    generator=per_sample_generators([_seed(seed, i, 10**6) for i in idx]),
+                start = sampler.replace(
+                    M=setting.M, stats=sampler.stats if setting.analytic_init else None
                 )
-                ms_out = motion_fn(denoiser.decode_video(out.sample)).tolist()
+                generators = per_sample_generators([_seed(seed, i, 10**6) for i in idx])
+                video = start(denoiser, cond, frames, generators).video
+                ms_out = motion_fn(video).tolist()
                 for k, i in enumerate(idx):
                     rows.append(
                         {
@@ -244,31 +231,30 @@ def run_diagnostic(
     videos: Tensor,
     *,
     motion_fn: MotionFn,
+    sampler: Sampler | None = None,
     levels: Sequence[float] | None = None,
     num_levels: int = 10,
     level_min: float = LEVEL_MIN,
-    start_M: float | None = None,
     out_dir: str | Path | None = None,
     Ms: Sequence[float] | None = None,
-    stats: LatentStats | None = None,
     seeds: Sequence[int] = (0,),
     fps: Tensor | None = None,
     names: Sequence[str] | None = None,
     batch_size: int = 8,
     min_motion: float = 1e-3,
-    sampling: dict | None = None,
     full_sampling: bool = True,
 ) -> tuple[list[dict], dict]:
     """Both measurements; with ``out_dir``, writes ``diagnose.csv``, ``summary.json`` and plots.
 
-    ``levels`` (native units) or, when None, ``noise_levels(schedule, num_levels, M=start_M,
-    level_min=level_min)``; ``start_M`` is the sampler's start point (None: the full start),
-    marked on the plot. ``stats=None`` with an M given estimates the Analytic-Init statistics
-    from ``videos``' own latents (in-sample; say so when reporting). ``sampling``: keyword
-    arguments of ``sampling_rows`` (sampler, num_steps, min_guidance, max_guidance, eta).
+    ``sampler`` (default ``Sampler()``): the sampling settings; its ``M`` is the sampling start
+    (None: the full start), the top of the default levels and marked on the plot; its ``stats``
+    are the Analytic-Init statistics, and when None with an M given they are estimated from
+    ``videos``' own latents (in-sample; say so when reporting). ``levels`` (native units) or,
+    when None, ``noise_levels(schedule, num_levels, M=sampler.M, level_min=level_min)``.
     Returns (rows, summary); ``summary["one_step"]`` holds the ratio per level.
     """
-    schedule = denoiser.schedule
+    schedule, sampler = denoiser.schedule, sampler or Sampler()
+    start_M = None if sampler.M is None else float(sampler.M)
     if levels is None:
         levels = noise_levels(schedule, num_levels, M=start_M, level_min=level_min)
         source = f"default: {num_levels} levels log-spaced in sigma/alpha from {level_min:g}"
@@ -276,23 +262,18 @@ def run_diagnostic(
         levels, source = check_levels(schedule, levels), "explicit"
     common = dict(seeds=seeds, fps=fps, names=names, batch_size=batch_size, min_motion=min_motion)
     rows = one_step_rows(denoiser, videos, levels=levels, motion_fn=motion_fn, **common)
-    stats_source = "given" if stats is not None else None
+    stats_source = "given" if sampler.stats is not None else None
     if full_sampling:
         settings = sampling_settings(Ms)
-        if stats is None and any(s.analytic_init for s in settings):
+        if sampler.stats is None and any(s.analytic_init for s in settings):
             stats = LatentStats()
             for sl in _batches(videos.shape[0], batch_size):
                 seeds_sl = [_seed(0, i, -2) for i in range(sl.start, sl.stop)]
                 stats.update(_encode(denoiser, videos[sl], seeds_sl))
+            sampler = sampler.replace(stats=stats)
             stats_source = "estimated from the diagnostic clips"
         rows += sampling_rows(
-            denoiser,
-            videos,
-            settings=settings,
-            motion_fn=motion_fn,
-            stats=stats,
-            **common,
-            **(sampling or {}),
+            denoiser, videos, settings=settings, motion_fn=motion_fn, sampler=sampler, **common
         )
     summary = summarize(rows)
     summary["levels"] = levels_meta(schedule, levels, start_M, source)

@@ -12,7 +12,8 @@ warm-up without a host sync.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -53,3 +54,24 @@ def build_ema(module: nn.Module, decay: float, warmup: bool = True) -> AveragedM
         raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
     ema = AveragedModel(module, multi_avg_fn=ema_multi_avg_fn(decay, warmup), use_buffers=True)
     return ema.requires_grad_(False)
+
+
+@contextmanager
+def ema_weights(pl_module, enabled: bool = True) -> Iterator[None]:
+    """Swap the EMA UNet into ``pl_module.denoiser`` for the block; the trained one after.
+
+    A no-op when ``enabled`` is False or the module keeps no EMA (``pl_module.ema`` None). The
+    swap replaces the module reference, so nothing is copied and the trained weights, their
+    optimiser state and the EMA itself are untouched.
+    """
+    ema = getattr(pl_module, "ema", None)
+    if not enabled or ema is None:
+        yield
+        return
+    denoiser = pl_module.denoiser
+    trained = denoiser.unet
+    denoiser.unet = ema.module
+    try:
+        yield
+    finally:
+        denoiser.unet = trained

@@ -7,11 +7,11 @@ import torch
 
 from cil_lightning.diffusion.analytic_init import LatentStats
 from cil_lightning.diffusion.cond_noise import ConstantCondNoise, TimeNoise
-from cil_lightning.diffusion.loss import denoising_loss
+from cil_lightning.diffusion.loss import DenoisingLoss
 from cil_lightning.diffusion.rng import randn
-from cil_lightning.generate import generate
 from cil_lightning.models.svd import check_svd_folder, load_svd, to_pipeline
 from cil_lightning.models.tiny import tiny_svd
+from cil_lightning.sampling import Sampler
 
 
 @pytest.fixture(scope="module")
@@ -55,17 +55,8 @@ def test_our_euler_sampler_matches_the_stock_pipeline(svd_folder, strength):
         image01 * 2 - 1, fps=torch.tensor([7.0]), motion_bucket_id=torch.tensor([20.0]), generator=g
     )
     torch.testing.assert_close(cond.noise_level, torch.tensor([strength]))
-    ours = generate(
-        den,
-        cond,
-        num_frames=F,
-        sampler="euler",
-        num_steps=steps,
-        M=None,
-        min_guidance=1.0,
-        max_guidance=3.0,
-        generator=g,
-    ).sample
+    sampler = Sampler(step="euler", num_steps=steps, M=None, min_guidance=1.0, max_guidance=3.0)
+    ours = sampler(den, cond, F, g).latents
     assert ours.shape == theirs.shape == (1, F, 4, 16, 16)
     torch.testing.assert_close(ours, theirs, rtol=2e-4, atol=2e-4)
 
@@ -91,19 +82,8 @@ def test_analytic_init_from_sigma_100_matches_the_closed_form_and_the_pipeline(s
     cond = den.sampling_condition(
         image01 * 2 - 1, fps=torch.tensor([7.0]), motion_bucket_id=torch.tensor([20.0]), generator=g
     )
-    out = generate(
-        den,
-        cond,
-        num_frames=F,
-        sampler="euler",
-        num_steps=steps,
-        M=M,
-        stats=stats,
-        min_guidance=1.0,
-        max_guidance=3.0,
-        generator=g,
-        return_intermediates=True,
-    )
+    sampler = Sampler(step="euler", num_steps=steps, M=M, stats=stats, max_guidance=3.0)
+    out = sampler(den, cond, F, g, return_intermediates=True)
     # The closed form, from an independent replay of the generator: condition noise, then eps.
     replay = torch.Generator().manual_seed(42)
     randn((1, 3, 32, 32), replay)
@@ -121,7 +101,7 @@ def test_analytic_init_from_sigma_100_matches_the_closed_form_and_the_pipeline(s
         latents=x_M / init_sigma,
         **_pipeline_kwargs(F, steps, strength),
     ).frames
-    torch.testing.assert_close(out.sample, theirs, rtol=2e-4, atol=2e-4)
+    torch.testing.assert_close(out.latents, theirs, rtol=2e-4, atol=2e-4)
 
 
 def test_beta_reaches_added_time_ids_and_encoders_get_no_gradient():
@@ -134,7 +114,7 @@ def test_beta_reaches_added_time_ids_and_encoders_get_no_gradient():
     video = torch.rand(2, 3, 3, 32, 32) * 2 - 1
     x0 = den.encode_video(video)
     cond = den.encode_condition(video[:, 0], fps=torch.tensor([8.0, 6.0]))
-    loss = denoising_loss(den, den.schedule, x0, cond, ConstantCondNoise(0.37)).mean()
+    loss = DenoisingLoss(ConstantCondNoise(0.37))(den, x0, cond).mean()
     loss.backward()
     torch.testing.assert_close(seen["ids"][:, 2], torch.full((2,), 0.37))
     torch.testing.assert_close(seen["ids"][:, 0], torch.tensor([7.0, 5.0]))
@@ -209,13 +189,13 @@ def test_tiny_svd_loss_falls_on_a_fixed_batch():
     def fixed():
         with torch.no_grad():
             g = torch.Generator().manual_seed(3)
-            return denoising_loss(den, den.schedule, x0, cond, tn, generator=g).mean().item()
+            return DenoisingLoss(tn)(den, x0, cond, generator=g).mean().item()
 
     before = fixed()
     opt = torch.optim.AdamW(den.trainable_parameters(), lr=1e-3)
     for _ in range(60):
         opt.zero_grad()
-        denoising_loss(den, den.schedule, x0, cond, tn).mean().backward()
+        DenoisingLoss(tn)(den, x0, cond).mean().backward()
         opt.step()
     assert fixed() < 0.75 * before
 

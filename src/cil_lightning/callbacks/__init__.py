@@ -1,6 +1,5 @@
 from .loss_curve import LossCurve
-from .metrics import ValidationMetrics
 from .signals import SignalCheckpoint
-from .video_samples import VideoSamples
+from .validation import ValidationSampling
 
-__all__ = ["LossCurve", "SignalCheckpoint", "ValidationMetrics", "VideoSamples"]
+__all__ = ["LossCurve", "SignalCheckpoint", "ValidationSampling"]

@@ -31,7 +31,7 @@ from torch import Tensor
 from .rng import Generator, randn
 from .schedules import Schedule
 
-__all__ = ["LatentStats", "analytic_init", "analytic_init_params"]
+__all__ = ["LatentStats", "analytic_init", "analytic_init_params", "load_stats"]
 
 FORMAT_NAME = "cil_lightning.latent_stats"
 FORMAT_VERSION = "1"
@@ -437,8 +437,12 @@ def analytic_init(
 
 
 def load_stats(path: str | os.PathLike) -> LatentStats:
-    """Statistics from a file: our safetensors format, or a reference ``torch.save`` dict.
+    """Statistics from a file, whatever its name: our safetensors format (``LatentStats.save``),
+    or a reference ``torch.save`` dict (SVD keys, or DynamiCrafter / VideoCrafter1 keys;
+    ``LatentStats.from_reference``). The one loader every caller uses.
 
+    The format is read off the content: a safetensors file starts with the 8-byte length of its
+    JSON header, then ``{``; anything else goes to ``torch.load(weights_only=True)``.
     Raises FileNotFoundError naming the path when it does not exist.
     """
     path = os.fspath(path)
@@ -447,6 +451,8 @@ def load_stats(path: str | os.PathLike) -> LatentStats:
             f"Analytic-Init statistics file {path!r} not found; write one with "
             "`python -m cil_lightning stats` or give a reference-format .pt file"
         )
-    if path.endswith(".safetensors"):
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{":
         return LatentStats.load(path)
     return LatentStats.from_reference(path)

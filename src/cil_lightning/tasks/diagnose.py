@@ -64,9 +64,11 @@ def diagnose(cfg: DictConfig) -> dict:
 
     from ..checkpoint import load_denoiser
     from ..diagnose import check_levels, noise_levels, run_diagnostic
-    from ..diffusion.analytic_init import load_stats
     from ..metrics.motion import build_flow, motion_scores
 
+    sampler = instantiate(cfg.sampler)
+    if cfg.get("stats"):  # the diagnostic's own statistics win over the sampler's
+        sampler = sampler.replace(stats=cfg.stats)
     torch.manual_seed(cfg.seed)
     if cfg.get("ckpt"):
         denoiser, _ = load_denoiser(cfg.ckpt, use_ema=cfg.use_ema)
@@ -77,10 +79,9 @@ def diagnose(cfg: DictConfig) -> dict:
     )
     denoiser.to(device)
     # The levels' range depends on the model's schedule: fail here, before clips and flow load.
-    start_M = None if cfg.sampler.get("M") is None else float(cfg.sampler.M)
     if cfg.levels is None:
         lv = dict(num_levels=int(cfg.num_levels), level_min=float(cfg.level_min))
-        noise_levels(denoiser.schedule, M=start_M, **lv)
+        noise_levels(denoiser.schedule, M=sampler.M, **lv)
     else:
         lv = dict(levels=check_levels(denoiser.schedule, list(cfg.levels)))
 
@@ -92,37 +93,27 @@ def diagnose(cfg: DictConfig) -> dict:
     def motion_fn(v):
         return motion_scores(v, flow, max_pairs=int(m.max_pairs))
 
-    s = cfg.sampler
-    stats_path = cfg.get("stats") or s.get("stats")
     out_dir = Path(cfg.paths.output_dir)
     _, summary = run_diagnostic(
         denoiser,
         videos.to(device),
         motion_fn=motion_fn,
-        start_M=start_M,
+        sampler=sampler,
         **lv,
         out_dir=out_dir,
         Ms=[float(x) for x in (cfg.M or [])],
-        stats=load_stats(stats_path) if stats_path else None,
         seeds=[int(x) for x in cfg.seeds],
         fps=fps.to(device),
         names=names,
         batch_size=int(cfg.batch_size),
         min_motion=float(cfg.min_motion),
-        sampling=dict(
-            sampler=s.name,
-            num_steps=int(s.num_steps),
-            min_guidance=float(s.min_guidance),
-            max_guidance=float(s.max_guidance),
-            eta=float(s.eta),
-        ),
         full_sampling=bool(cfg.full_sampling),
     )
-    if stats_path:
-        summary["stats"] = str(stats_path)
+    if sampler.stats is not None:
+        summary["stats"] = str(sampler.stats)
     summary["ckpt"] = cfg.get("ckpt")
     summary["model"] = None if cfg.get("ckpt") else OmegaConf.to_container(cfg.model, resolve=True)
-    summary["sampler"] = OmegaConf.to_container(s, resolve=True)
+    summary["sampler"] = sampler.settings()
     summary["device"] = str(device)
     summary["motion_flow"] = f"{m.method}: {type(flow).__name__}"
     from ..diagnose_report import write_json

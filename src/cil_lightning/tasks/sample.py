@@ -57,10 +57,10 @@ def sample(cfg: DictConfig) -> dict:
 
     from ..checkpoint import load_denoiser
     from ..data.video_io import write_gif, write_mp4
-    from ..diffusion.analytic_init import load_stats
     from ..diffusion.rng import per_sample_generators
-    from ..generate import generate
 
+    sampler = instantiate(cfg.sampler)
+    stats = sampler.latent_stats  # a missing file fails here, before the model loads
     run_data = {}
     if cfg.get("ckpt"):
         denoiser, run_cfg = load_denoiser(cfg.ckpt, use_ema=cfg.use_ema)
@@ -80,8 +80,6 @@ def sample(cfg: DictConfig) -> dict:
     fps = float(cfg.fps if cfg.get("fps") is not None else denoiser.fps)
     bucket = cfg.get("motion_bucket_id")
     bucket = float(bucket if bucket is not None else denoiser.motion_bucket_id)
-    s = cfg.sampler
-    stats = load_stats(s.stats) if s.get("stats") else None
     out_dir = Path(cfg.paths.output_dir)
     outputs, seeds = [], [int(x) for x in cfg.seeds]
     for path in files:
@@ -95,27 +93,7 @@ def sample(cfg: DictConfig) -> dict:
             motion_bucket_id=torch.tensor([bucket]),
             generator=generators,
         )
-        if stats is not None:
-            expected = (num_frames, *cond.latent.shape[1:])
-            if tuple(stats.shape) != expected:
-                raise ValueError(
-                    f"sampler.stats={s.stats!r} has latent shape {tuple(stats.shape)}, but "
-                    f"{num_frames} frames at {height}x{width} give latents {expected}"
-                )
-        out = generate(
-            denoiser,
-            cond,
-            num_frames=num_frames,
-            sampler=s.name,
-            num_steps=int(s.num_steps),
-            M=s.M,
-            stats=stats,
-            min_guidance=float(s.min_guidance),
-            max_guidance=float(s.max_guidance),
-            eta=float(s.eta),
-            generator=generators,
-        )
-        videos = denoiser.decode_video(out.sample).cpu()
+        videos = sampler(denoiser, cond, num_frames, generators).video.cpu()
         for seed, video in zip(seeds, videos):
             mp4 = write_mp4(out_dir / f"{path.stem}_seed{seed}.mp4", video, fps)
             write_gif(mp4.with_suffix(".gif"), video, fps)
@@ -124,11 +102,11 @@ def sample(cfg: DictConfig) -> dict:
     record = {
         "ckpt": cfg.get("ckpt"),
         "model": None if cfg.get("ckpt") else OmegaConf.to_container(cfg.model, resolve=True),
-        "sampler": OmegaConf.to_container(s, resolve=True),
+        "sampler": sampler.settings(),
         "analytic_init": None
         if stats is None
         else {
-            "stats": str(s.stats),
+            "stats": str(sampler.stats),
             "count": stats.count,
             "tr_cov_d": stats.tr_cov_d,
         },
