@@ -152,7 +152,7 @@ def test_killed_and_resumed_run_reproduces_the_uninterrupted_losses(tmp_path):
         "trainer.max_steps=8",
         "trainer.log_every_n_steps=1",
         "trainer.check_val_every_n_epoch=1",
-        "~callbacks.validation",
+        "~callbacks.validation_metrics",
         "callbacks.model_checkpoint.every_n_train_steps=100",
     ]
 

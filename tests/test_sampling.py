@@ -169,13 +169,8 @@ def test_sampler_is_frozen_and_replace_gives_another_start():
         3.0,
     )
     assert sampler.M is None and sampler.stats is None
-    for bad, key in [
-        ({"step": "dpm"}, "step"),
-        ({"num_steps": 0}, "num_steps"),
-        ({"eta": 2.0}, "eta"),
-    ]:
-        with pytest.raises(ValueError, match=key):
-            Sampler(**bad)
+    with pytest.raises(ValueError, match="sampler.step='dpm' is unknown"):
+        Sampler(step="dpm")
 
 
 def test_one_loader_reads_every_statistics_format(tmp_path):

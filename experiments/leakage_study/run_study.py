@@ -62,7 +62,7 @@ def train(method: str, seed: int, steps: int, out: Path) -> Path:
         f"model.seed={seed}",
         f"trainer.max_steps={steps}",
         "logger=csv",
-        "~callbacks.validation",
+        "~callbacks.validation_metrics",
         f"callbacks.model_checkpoint.every_n_train_steps={steps}",
         f"hydra.run.dir={run}",
     ]

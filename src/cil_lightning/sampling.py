@@ -88,18 +88,10 @@ class Sampler:
     eta: float = 0.0
 
     def __post_init__(self) -> None:
+        # The numeric ranges are checked with the config (``validation.py``, before any import);
+        # the step's name is known only here, next to the registry.
         if self.step not in SAMPLERS:
             raise ValueError(f"sampler.step={self.step!r} is unknown; allowed: {sorted(SAMPLERS)}")
-        if isinstance(self.num_steps, bool) or int(self.num_steps) != self.num_steps:
-            raise ValueError(f"sampler.num_steps must be an integer, got {self.num_steps!r}")
-        if self.num_steps < 1:
-            raise ValueError(f"sampler.num_steps must be >= 1, got {self.num_steps}")
-        if min(self.min_guidance, self.max_guidance) < 0:
-            raise ValueError(
-                f"sampler guidance must be >= 0, got {self.min_guidance} -> {self.max_guidance}"
-            )
-        if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"sampler.eta must be in [0, 1], got {self.eta}")
 
     def replace(self, **changes) -> Sampler:
         """A copy with some settings changed, e.g. ``replace(M=10.0, stats=None)``."""

@@ -332,7 +332,7 @@ def objective(cfg: DictConfig, values: Mapping[str, float]):
     if missing:
         raise KeyError(
             f"optimized_metric {missing} was not logged; logged: {sorted(values)} "
-            "(val/clip_alignment needs clip_alignment in callbacks.validation.metrics)"
+            "(val/clip_alignment needs clip_alignment in callbacks.validation_metrics.metrics)"
         )
     picked = tuple(float(values[n]) for n in names)
     return picked if many else picked[0]
