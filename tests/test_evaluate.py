@@ -69,8 +69,8 @@ def test_evaluate_end_to_end_writes_metrics_json_and_per_video_csv(folders, tmp_
     summary = json.loads((run_dir / "metrics.json").read_text())
     m = summary["metrics"]
     assert set(m) == {"fvd", "motion_score", "ms_error", "clip_alignment", "temporal_consistency"}
-    assert summary["num_videos"] == 3 and summary["motion_flow"] == "FarnebackFlow"
-    # Generated pans of 0, 1, 2 px/frame against references of 1 px/frame (Farneback, mp4).
+    assert summary["num_videos"] == 3 and summary["motion_flow"] == "DISFlow"
+    # Generated pans of 0, 1, 2 px/frame against references of 1 px/frame (DIS, the default, mp4).
     assert m["motion_score"] == pytest.approx(1.0, rel=0.15)
     assert m["ms_error"] == pytest.approx(2 / 3, rel=0.15)
     assert 0 < m["temporal_consistency"] <= 1 + 1e-6

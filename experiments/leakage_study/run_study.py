@@ -189,6 +189,7 @@ def main() -> None:
             leak_rows += [{"method": method, "seed_model": seed, **r} for r in leak]
             print(f"[{time.time() - start:6.0f} s] {method} seed {seed} done", flush=True)
     meta["wall_time_s"] = time.time() - start
+    meta["git_at_end"] = git_state()  # others may commit while the study runs
     fields = ["method", "seed", "setting", *KEYS, "input_motion_score"]
     write_csv(all_rows, fields, args.out / "results.csv")
     leak_fields = ["method", "seed_model", "clip", "name", "seed", "t_native", "sigma_alpha"]

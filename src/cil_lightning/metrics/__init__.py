@@ -4,7 +4,7 @@ Every metric takes videos as float tensors [B, F, 3, H, W] in [-1, 1] and has a 
 ``update_videos(generated, reference=None, condition=None)``. Networks load from local files only.
 """
 
-from .c3d import C3D, C3DClassifier, load_c3d
+from .c3d import C3D, C3DClassifier, TorchScriptC3DClassifier, load_c3d
 from .clip import CLIPImageAlignment, CLIPImageEncoder, CLIPTemporalConsistency, load_clip
 from .fid import FrameFID, TorchvisionInceptionFeatures
 from .frechet import FrechetFeatureDistance, frechet_distance
@@ -12,6 +12,7 @@ from .fvd import FrechetVideoDistance
 from .i3d import I3DFeatures, InceptionI3d, load_i3d
 from .inception_score import VideoInceptionScore, inception_score
 from .motion import (
+    DISFlow,
     FarnebackFlow,
     MotionScore,
     MotionScoreError,
@@ -26,9 +27,11 @@ from .weights import MissingWeightsError, require_file
 __all__ = [
     "C3D",
     "C3DClassifier",
+    "TorchScriptC3DClassifier",
     "CLIPImageAlignment",
     "CLIPImageEncoder",
     "CLIPTemporalConsistency",
+    "DISFlow",
     "FarnebackFlow",
     "FrameFID",
     "FrechetFeatureDistance",

@@ -1,9 +1,10 @@
 """Motion score: mean optical-flow magnitude of a video, and its error against a reference.
 
 METHOD.md section 6: the motion score (MS) of a video is the mean flow magnitude over all
-consecutive frame pairs and all pixels, in pixels at the video's own resolution; the reference
-code uses RAFT with 20 iterations. The MS error of a generated video is |MS_out - MS_in|, MS_in
-being the MS of the real video its condition came from.
+consecutive frame pairs and all pixels, in pixels at the resolution it is given (``evaluate``
+brings generated and reference videos to one stated resolution first, so MS errors compare motion,
+not sizes); the reference code uses RAFT with 20 iterations. The MS error of a generated video
+is |MS_out - MS_in|, MS_in being the MS of the real video its condition came from.
 
 Three flow estimators (``build_flow``):
 
@@ -179,6 +180,15 @@ def load_raft(
 METHODS = ("auto", "raft", "dis", "farneback")
 
 
+def resolve_method(method: str = "auto", raft_weights: str | Path | None = None) -> str:
+    """The flow method ``auto`` stands for (RAFT with weights, else DIS); checks the name."""
+    if method not in METHODS:
+        raise ValueError(f"metric.motion.method must be one of {METHODS}, got {method!r}")
+    if method == "auto":
+        return "raft" if raft_weights else "dis"
+    return method
+
+
 def build_flow(
     method: str = "auto",
     raft_weights: str | Path | None = None,
@@ -191,10 +201,7 @@ def build_flow(
     weights; under-reads flat content, for comparison with earlier runs) or ``auto``: RAFT when
     ``raft_weights`` is set, else DIS. Scores from different methods are not comparable.
     """
-    if method not in METHODS:
-        raise ValueError(f"metric.motion.method must be one of {METHODS}, got {method!r}")
-    if method == "auto":
-        method = "raft" if raft_weights else "dis"
+    method = resolve_method(method, raft_weights)
     if method == "raft":
         return load_raft(raft_weights, raft_arch, num_flow_updates)
     if method == "dis":
@@ -277,8 +284,9 @@ class MotionScoreError(_FlowMetric):
     """Mean |MS(generated) - MS(reference)| over paired videos [B, F, 3, H, W] in [-1, 1].
 
     Keeps per-pair ``generated``, ``reference`` scores (gathered across ranks); ``per_video()``
-    returns [N, 3] columns (MS_generated, MS_reference, |difference|). Lower is better. Videos of
-    a pair may differ in size: each is scored at its own resolution.
+    returns [N, 3] columns (MS_generated, MS_reference, |difference|). Lower is better. Each video
+    is scored at the size it is given: pass pairs at one resolution (``evaluate`` does), or the
+    error measures the size ratio.
     """
 
     higher_is_better = False

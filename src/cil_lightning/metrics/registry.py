@@ -77,10 +77,9 @@ def weight_files(names: Iterable[str], settings: Mapping) -> list[tuple[str, obj
 
 
 def _motion_method(motion: Mapping) -> str:
-    method = motion.get("method", "auto")
-    if method == "auto":
-        return "raft" if motion.get("raft_weights") else "farneback"
-    return method
+    from .motion import resolve_method
+
+    return resolve_method(motion.get("method", "auto"), motion.get("raft_weights"))
 
 
 def _is_settings(s: Mapping) -> dict:

@@ -86,6 +86,12 @@ def diagnose(cfg: DictConfig) -> dict:
         lv = dict(levels=check_levels(denoiser.schedule, list(cfg.levels)))
 
     videos, fps, names = load_clips(instantiate(cfg.data), int(cfg.num_clips))
+    # A checkpoint is diagnosed with the fps it was trained with (load_denoiser made the recorded
+    # mean the adapter's default), as `sample` does; `fps=` fixes one for every clip.
+    if cfg.get("fps") is not None:
+        fps = torch.full_like(fps, float(cfg.fps))
+    elif cfg.get("ckpt") and hasattr(denoiser, "fps"):
+        fps = torch.full_like(fps, float(denoiser.fps))
     m = cfg.metric.motion
     flow = build_flow(m.method, m.raft_weights, m.raft_arch, int(m.num_flow_updates)).to(device)
     flow.eval()
@@ -115,6 +121,7 @@ def diagnose(cfg: DictConfig) -> dict:
     summary["model"] = None if cfg.get("ckpt") else OmegaConf.to_container(cfg.model, resolve=True)
     summary["sampler"] = sampler.settings()
     summary["device"] = str(device)
+    summary["fps"] = sorted(set(fps.tolist()))
     summary["motion_flow"] = f"{m.method}: {type(flow).__name__}"
     from ..diagnose_report import write_json
 
