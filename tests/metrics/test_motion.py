@@ -203,3 +203,14 @@ def test_missing_raft_weights_name_the_key_and_the_file(tmp_path):
         MotionScore(method="raft", raft_weights=tmp_path / "nope.pth")
     msg = str(e.value)
     assert "metric.motion.raft_weights" in msg and "nope.pth" in msg and "raft_large" in msg
+
+
+@pytest.mark.parametrize("name", ["astronaut", "chelsea", "coffee"])
+def test_default_flow_reads_pans_on_frames_smaller_than_dis_allows(name):
+    """OpenCV's DIS refuses frames under 20 px (the CPU configs train at 16x16): they run
+    upsampled and the flow is brought back to pixels at the input size."""
+    flow = build_flow()
+    for speed in (0.5, 1.0, 2.0):
+        clip = subpixel_pan(photo(name), speed, 0.0, 4, (16, 16))
+        measured = float(motion_scores(clip[None] if clip.dim() == 4 else clip, flow))
+        assert measured == pytest.approx(speed, rel=0.1), (name, speed, measured)

@@ -92,7 +92,14 @@ class DISFlow(nn.Module):
             ya, yb = (ya - lo) * gain, (yb - lo) * gain
         return tuple(y.round().clamp(0, 255).to(torch.uint8).cpu().numpy() for y in (ya, yb))
 
+    # DIS's pyramid with 12 px patches fails on frames under 20 px (OpenCV: "width or height
+    # >= 12"); smaller frames run upsampled and their flow is brought back (``_at_min_side``).
+    min_side = 32
+
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return _at_min_side(self._flow, a.float(), b.float(), self.min_side)
+
+    def _flow(self, a: Tensor, b: Tensor) -> Tensor:
         dis = self._estimator()
         ga, gb = self._grey_pair(a, b)
         flows = [dis.calc(x, y, None) for x, y in zip(ga, gb)]
@@ -148,16 +155,26 @@ class RAFTFlow(nn.Module):
 
     @torch.no_grad()
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        h, w = a.shape[-2:]
-        s = -(-self.min_side // min(h, w))  # ceil
         a, b = a.float().clamp(-1, 1), b.float().clamp(-1, 1)
-        if s > 1:
-            a, b = (F.interpolate(x, scale_factor=s, mode="bilinear") for x in (a, b))
-        hs, ws = h * s, w * s
+        return _at_min_side(self._padded, a, b, self.min_side)
+
+    def _padded(self, a: Tensor, b: Tensor) -> Tensor:
+        hs, ws = a.shape[-2:]
         pad = (0, (-ws) % 8, 0, (-hs) % 8)
         a, b = F.pad(a, pad, mode="replicate"), F.pad(b, pad, mode="replicate")
-        flow = self.network(a, b, num_flow_updates=self.num_flow_updates)[-1][..., :hs, :ws]
-        return F.avg_pool2d(flow, s) / s if s > 1 else flow
+        return self.network(a, b, num_flow_updates=self.num_flow_updates)[-1][..., :hs, :ws]
+
+
+def _at_min_side(flow_fn, a: Tensor, b: Tensor, min_side: int) -> Tensor:
+    """``flow_fn(a, b)`` on frames [N, 3, H, W] whose short side is under ``min_side``: run at
+    the smallest integer upsampling s (bilinear) that reaches it, then area-average the flow back
+    and divide by s, so magnitudes stay in pixels at the input resolution."""
+    h, w = a.shape[-2:]
+    s = -(-min_side // min(h, w))  # ceil
+    if s <= 1:
+        return flow_fn(a, b)
+    a, b = (F.interpolate(x, scale_factor=s, mode="bilinear") for x in (a, b))
+    return F.avg_pool2d(flow_fn(a, b), s) / s
 
 
 def load_raft(
