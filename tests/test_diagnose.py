@@ -237,7 +237,6 @@ def test_sampling_settings_and_outputs_on_the_stand_in(clips, motion_fn, tmp_pat
         assert (tmp_path / name).stat().st_size > 0
 
 
-@pytest.mark.slow  # about 80 s on the shared 2-core machine (model build, flow, sampling)
 def test_cli_end_to_end_on_the_tiny_model(tmp_path):
     run = tmp_path / "run"
     out = subprocess.run(
