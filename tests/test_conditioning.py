@@ -7,8 +7,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from cil_lightning.checkpoint import CONDITIONING_KEY, load_denoiser
 from cil_lightning.lit_module import I2VLitModule
+from cil_lightning.models.checkpoint import CONDITIONING_KEY, load_denoiser
 
 from .conftest import compose
 

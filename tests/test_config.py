@@ -4,7 +4,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from cil_lightning.validation import ConfigError, validate
+from cil_lightning.config.checks import ConfigError, validate
 
 from .conftest import CONF, compose
 

@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
+from cil_lightning.config.checks import ConfigError
 from cil_lightning.data.video_io import write_mp4
-from cil_lightning.validation import ConfigError
 
 from .conftest import compose
 from .metrics.helpers import TINY_CLIP, pan, photo, tiny_clip_encoder

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from cil_lightning.sweep import check_sweep, job_overrides, objective, summarize
+from cil_lightning.config.sweep import check_sweep, job_overrides, objective, summarize
 
 from .conftest import CONF, compose
 

@@ -101,11 +101,11 @@ def evaluate(ckpt: Path, args, flow) -> tuple[list[dict], list[dict]]:
     import torch
     from hydra.utils import instantiate
 
-    from cil_lightning.checkpoint import load_denoiser
     from cil_lightning.diagnose import noise_levels, one_step_rows
     from cil_lightning.diffusion.analytic_init import LatentStats
     from cil_lightning.diffusion.rng import per_sample_generators
     from cil_lightning.metrics.motion import motion_scores
+    from cil_lightning.models.checkpoint import load_denoiser
     from cil_lightning.sampling import Sampler
 
     torch.manual_seed(0)

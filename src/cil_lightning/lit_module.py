@@ -11,10 +11,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from .checkpoint import CONDITIONING_KEY
 from .diffusion.cond_noise import CondNoise
 from .diffusion.loss import DenoisingLoss
 from .ema import build_ema
+from .models.checkpoint import CONDITIONING_KEY
 
 
 class I2VLitModule(L.LightningModule):

@@ -88,7 +88,7 @@ class Sampler:
     eta: float = 0.0
 
     def __post_init__(self) -> None:
-        # The numeric ranges are checked with the config (``validation.py``, before any import);
+        # The numeric ranges are checked with the config (``config/checks.py``, before any import);
         # the step's name is known only here, next to the registry.
         if self.step not in SAMPLERS:
             raise ValueError(f"sampler.step={self.step!r} is unknown; allowed: {sorted(SAMPLERS)}")

@@ -322,7 +322,7 @@ def test_config_rule_for_M_is_the_schedules():
     """``validate`` asks the model's schedule: each family's range, and no copy of it."""
     from omegaconf import OmegaConf
 
-    from cil_lightning.validation import ConfigError, validate
+    from cil_lightning.config.checks import ConfigError, validate
 
     def cfg(schedule: dict, M):
         target = f"cil_lightning.diffusion.schedules.{schedule.pop('name')}"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..validation import validate
+from ..config.checks import validate
 from . import run_hydra_task
 
 
@@ -62,9 +62,9 @@ def diagnose(cfg: DictConfig) -> dict:
     import torch
     from hydra.utils import instantiate
 
-    from ..checkpoint import load_denoiser
     from ..diagnose import check_levels, noise_levels, run_diagnostic
     from ..metrics.motion import build_flow, motion_scores
+    from ..models.checkpoint import load_denoiser
 
     sampler = instantiate(cfg.sampler)
     if cfg.get("stats"):  # the diagnostic's own statistics win over the sampler's

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..validation import ConfigError, validate
+from ..config.checks import ConfigError, validate
 from . import run_hydra_task
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".gif", ".webm", ".mkv", ".mov")

@@ -19,7 +19,7 @@ def export(cfg: DictConfig) -> Path:
         raise ValueError("ckpt=PATH is required: the training checkpoint to export")
     if not cfg.get("out"):
         raise ValueError("out=DIR is required: where the diffusers pipeline folder goes")
-    from ..checkpoint import load_denoiser
+    from ..models.checkpoint import load_denoiser
     from ..models.svd import to_pipeline
 
     denoiser, _ = load_denoiser(cfg.ckpt, use_ema=cfg.use_ema)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..validation import validate
+from ..config.checks import validate
 from . import run_hydra_task
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -55,9 +55,9 @@ def sample(cfg: DictConfig) -> dict:
     import torch
     from hydra.utils import instantiate
 
-    from ..checkpoint import load_denoiser
     from ..data.video_io import write_gif, write_mp4
     from ..diffusion.rng import per_sample_generators
+    from ..models.checkpoint import load_denoiser
 
     sampler = instantiate(cfg.sampler)
     stats = sampler.latent_stats  # a missing file fails here, before the model loads

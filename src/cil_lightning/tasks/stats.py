@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..validation import validate
+from ..config.checks import validate
 from . import run_hydra_task
 
 

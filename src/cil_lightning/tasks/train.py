@@ -6,8 +6,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..sweep import final_values, objective
-from ..validation import validate
+from ..config.checks import validate
+from ..config.sweep import final_values, objective
 from . import run_hydra_task
 
 

@@ -1,15 +1,15 @@
 """Hydra multiruns: check every swept value before launch, gather the jobs' metrics after.
 
-Three pieces, used by the Hydra callbacks of ``cil_lightning.hydra_callbacks`` (configured in
+Three pieces, used by the Hydra callbacks of ``cil_lightning.config.hydra_callbacks`` (configured in
 ``conf/hydra/default.yaml``) and by the train task:
 
 - :func:`job_overrides` / :func:`check_sweep`: expand a multirun's sweep (``hydra.sweeper.params``
   and the command line) into the jobs' override lists, compose each job's config exactly as the
-  sweeper will, and run :func:`cil_lightning.validation.validate` on it.
+  sweeper will, and run :func:`cil_lightning.config.checks.validate` on it.
 - :func:`summarize`: read every job folder of a sweep folder (``.hydra/overrides.yaml`` and
   ``csv/metrics.csv`` of ``train``, or ``metrics.json`` of ``evaluate``) and write ``summary.csv``
   and ``summary.png`` (motion score and CLIP alignment, else MS error, else the loss, against each
-  swept value) into it. ``python -m cil_lightning.sweep DIR`` does the same by hand.
+  swept value) into it. ``python -m cil_lightning.config.sweep DIR`` does the same by hand.
 - :func:`objective`: the number(s) a Hydra sweeper such as Optuna optimises, named by the config
   key ``optimized_metric``.
 
@@ -97,7 +97,7 @@ def check_sweep(config: DictConfig, config_loader=None, max_jobs: int = 64) -> s
     ``key=value`` once, with its allowed range). Jobs that fail to compose are left for Hydra,
     which reports them itself before launching.
     """
-    from .validation import ConfigError, validate
+    from .checks import ConfigError, validate
 
     if config_loader is None:
         from hydra.core.global_hydra import GlobalHydra
@@ -341,7 +341,9 @@ def objective(cfg: DictConfig, values: Mapping[str, float]):
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        print("usage: python -m cil_lightning.sweep SWEEP_DIR  (writes summary.csv and .png)")
+        print(
+            "usage: python -m cil_lightning.config.sweep SWEEP_DIR  (writes summary.csv and .png)"
+        )
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     result = summarize(argv[0])
     return 0 if result["jobs"] else 1

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class ValidateSweep(Callback):
-    """Validate every swept value (``cil_lightning.validation``) before a multirun launches.
+    """Validate every swept value (``cil_lightning.config.checks``) before a multirun launches.
 
     Args:
         enabled: false skips the check.
