@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "src" / "cil_lightning" / "conf"  # shipped in the package (cli.conf_dir)
 
 
 def compose(config_name: str = "train", overrides: list[str] | None = None, output_dir=None):
-    """Compose ``conf/<config_name>.yaml`` as the CLI would, with ``hydra:`` resolvable."""
+    """Compose the package's ``conf/<config_name>.yaml`` as the CLI would, with ``hydra:``."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import open_dict

@@ -81,9 +81,10 @@ def project_flow():
     weights offline) and its name for the outputs."""
     from omegaconf import OmegaConf
 
+    from cil_lightning.cli import conf_dir
     from cil_lightning.metrics.motion import build_flow
 
-    method = OmegaConf.load(ROOT / "conf" / "metric" / "default.yaml").motion.method
+    method = OmegaConf.load(conf_dir() / "metric" / "default.yaml").motion.method
     flow = build_flow(method)
     return flow, f"{type(flow).__name__} (metric.motion.method={method})"
 

@@ -29,7 +29,8 @@ USAGE = """usage: python -m cil_lightning <task> [hydra overrides ...]
 tasks:
 {tasks}
 
-Each task is a Hydra app with its own root config in conf/<task>.yaml. Examples:
+Each task is a Hydra app with its own root config conf/<task>.yaml, shipped in the package
+(cil_lightning/conf; $CIL_LIGHTNING_CONF overrides it). Examples:
   python -m cil_lightning train                                  # tiny CPU default
   python -m cil_lightning train +experiment=tiny_naive trainer.max_steps=50
   python -m cil_lightning train -m cond_noise.beta_m=25,100 cond_noise.a=1,5
@@ -39,12 +40,13 @@ Each task is a Hydra app with its own root config in conf/<task>.yaml. Examples:
 
 
 def conf_dir() -> Path:
-    """The Hydra config folder: ``$CIL_LIGHTNING_CONF`` or ``conf/`` of the source checkout."""
-    path = Path(os.environ.get("CIL_LIGHTNING_CONF", Path(__file__).resolve().parents[2] / "conf"))
+    """The Hydra configs: ``$CIL_LIGHTNING_CONF``, else the ``conf/`` shipped in the package."""
+    path = Path(os.environ.get("CIL_LIGHTNING_CONF", Path(__file__).resolve().parent / "conf"))
     if not (path / "train.yaml").is_file():
         raise SystemExit(
-            f"cil_lightning: no Hydra configs at {path} (expected {path / 'train.yaml'}); install "
-            "the package editable from its checkout or set CIL_LIGHTNING_CONF to the conf/ folder"
+            f"cil_lightning: no Hydra configs at {path} (expected {path / 'train.yaml'}); "
+            "reinstall the package (its conf/ ships inside it) or set CIL_LIGHTNING_CONF to a "
+            "folder of configs"
         )
     return path
 

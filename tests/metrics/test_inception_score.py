@@ -29,7 +29,7 @@ from cil_lightning.metrics.c3d import TorchScriptC3DClassifier
 
 from .helpers import SoftmaxOfMean
 
-CONF = Path(__file__).parents[2] / "conf" / "metric" / "default.yaml"
+CONF = Path(__file__).parents[2] / "src" / "cil_lightning" / "conf" / "metric" / "default.yaml"
 
 
 class StyleGANVInput(nn.Module):
