@@ -67,3 +67,55 @@ def test_validation_names_key_and_range(override, key, allowed, tmp_path):
 
 def test_default_config_is_valid(tmp_path):
     validate(compose("train", output_dir=tmp_path))
+
+
+MODEL_CLIP = {"tiny": (8, 32, 32), "svd_tiny": (8, 32, 32), "svd": (16, 320, 512)}
+
+
+@pytest.mark.parametrize("data", ["folder", "webvid", "ucf101", "shards", "shipped", "panned"])
+@pytest.mark.parametrize("model", [None, *MODEL_CLIP])
+def test_every_data_config_takes_the_clip_size_of_the_model(data, model, tmp_path):
+    """`train data=folder data.root=DIR` trains at the default model's clip size (issue 17)."""
+    root = [] if data in ("shipped", "panned") else ["data.root=/videos"]
+    overrides = [f"data={data}", *root] + ([f"model={model}"] if model else [])
+    cfg = compose("train", overrides, output_dir=tmp_path)
+    expected = MODEL_CLIP[model or "tiny"]  # train.yaml's default model is tiny
+    for split in ("train", "val"):
+        spec = cfg.data[split].get("clip", cfg.data[split])  # panned takes the size directly
+        assert (spec.num_frames, spec.height, spec.width) == expected, (split, spec)
+    assert (cfg.data.num_frames, cfg.data.height, cfg.data.width) == expected
+
+
+def test_a_clip_size_override_reaches_every_split(tmp_path):
+    cfg = compose(
+        "train", ["data=folder", "data.root=/v", "clip.num_frames=4"], output_dir=tmp_path
+    )
+    assert (
+        cfg.data.num_frames == cfg.data.train.clip.num_frames == cfg.data.val.clip.num_frames == 4
+    )
+
+
+def test_the_cpu_scale_is_the_svd_tiny_experiment(tmp_path):
+    """`+scale=cpu` after an svd_* experiment composes exactly its svd_tiny_* counterpart."""
+    scaled = compose("train", ["+experiment=svd_naive", "+scale=cpu"], output_dir=tmp_path)
+    tiny = compose("train", ["+experiment=svd_tiny_naive"], output_dir=tmp_path)
+    scaled, tiny_dict = OmegaConf.to_container(scaled), OmegaConf.to_container(tiny)
+    for cfg in (scaled, tiny_dict):
+        cfg.pop("tags"), cfg.pop("hydra")  # the job's config, less its tags
+    assert scaled == tiny_dict
+    assert tiny.model._target_.endswith("tiny_svd") and tiny.cond_noise._target_.endswith(
+        "NoCondNoise"
+    )
+    assert tiny.data._target_.endswith("VideoDataModule") and tiny.trainer.accelerator == "cpu"
+    assert tiny.data.train._target_.endswith("ShippedClips")
+    assert (tiny.data.num_frames, tiny.data.height, tiny.data.width) == MODEL_CLIP["svd_tiny"]
+    assert (tiny.data.batch_size, tiny.data.train.clip.fps, tiny.data.train.clip.stride) == (
+        4,
+        8.0,
+        None,
+    )
+    assert (tiny.optimizer.lr, tiny.ema_decay, tiny.sampler.M) == (3.0e-4, 0.99, None)
+    assert (tiny.trainer.max_steps, tiny.trainer.check_val_every_n_epoch) == (150, 2)
+    assert tiny.trainer.val_check_interval is None
+    assert tiny.callbacks.model_checkpoint.every_n_train_steps == 50
+    assert tiny.callbacks.validation_metrics.every_n_steps == 0
