@@ -14,7 +14,7 @@ import math
 import statistics
 from pathlib import Path
 
-METHODS = {  # name -> experiment file (conf/experiment/)
+METHODS = {  # name -> experiment file (src/cil_lightning/conf/experiment/)
     "none": "tiny_naive",
     "svd_lognormal": "tiny_svdaug",
     "constant": "tiny_constant",
