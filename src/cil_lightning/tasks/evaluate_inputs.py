@@ -58,7 +58,7 @@ def check_config(cfg: DictConfig) -> list[tuple[str, Path, Path | None]]:
     """Validate paths, metric names and weight files before any network loads; return pairs."""
     from ..metrics.registry import METRICS, weight_files
 
-    validate(cfg)
+    validate(cfg, inputs=True)
     problems = []
     names = list(cfg.metrics or [])
     unknown = [n for n in names if n not in METRICS]
