@@ -37,10 +37,13 @@ bench: $(STAMP) ## CPU benchmarks: decoding, and the training step against a bar
 	$(PY) bench/bench_decode.py --out bench/results/decode_cpu.md
 	$(PY) bench/bench_train_step.py
 
-reproduce-leakage: $(STAMP) ## the leakage study on the shipped clips (about 40 min on 2 CPU cores)
+reproduce-leakage: $(STAMP) ## the leakage lab: exact Gaussian lab + trained moving textures (CPU)
+	nice -n 10 $(PY) experiments/leakage_lab/run_lab.py
+
+reproduce-leakage-study: $(STAMP) ## the leakage study on the shipped clips (about 40 min on 2 CPU cores)
 	$(PY) experiments/leakage_study/run_study.py
 
 clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun .pytest_cache .ruff_cache
 
-.PHONY: help install train test test-full lint bench reproduce-leakage clean
+.PHONY: help install train test test-full lint bench reproduce-leakage reproduce-leakage-study clean

@@ -7,13 +7,16 @@ starting weights by 0.9999^20000 = 0.135 after the reference's 20k steps (METHOD
 
 We keep torch's ``AveragedModel`` (its state lives in the module's state dict, so checkpoints and
 resuming need nothing extra); the update count it keeps (``n_averaged``, a device tensor) gives the
-warm-up without a host sync.
+warm-up without a host sync. Its ``update_parameters`` reads that count on the host twice per
+update (copy at the first one), so ``DeviceEMA`` replaces it with the same arithmetic on the
+device: the first update is the EMA update with decay 0.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import chain
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +38,8 @@ def ema_multi_avg_fn(decay: float, warmup: bool = True) -> Callable:
             d = ((1.0 + n) / (10.0 + n)).clamp(max=decay)
         else:
             d = torch.tensor(decay, dtype=torch.float64, device=num_averaged.device)
+        # Decay 0 at the first update (a copy; AveragedModel itself copies instead of calling).
+        d = torch.where(num_averaged == 0, 0.0, d)
         # ema <- d * ema + (1 - d) * current, with d a device tensor (no host sync).
         for e, c in zip(ema, current):
             e.mul_(d.to(e.dtype)).add_(c.to(e.dtype) * (1.0 - d).to(e.dtype))
@@ -42,8 +47,19 @@ def ema_multi_avg_fn(decay: float, warmup: bool = True) -> Callable:
     return update
 
 
+class DeviceEMA(AveragedModel):
+    """``AveragedModel`` with ``use_buffers`` whose update makes no host sync."""
+
+    def update_parameters(self, model: nn.Module) -> None:
+        ema = [p.detach() for p in chain(self.module.parameters(), self.module.buffers())]
+        current = chain(model.parameters(), model.buffers())
+        current = [c.detach().to(e.device) for e, c in zip(ema, current, strict=True)]
+        self.multi_avg_fn(ema, current, self.n_averaged)
+        self.n_averaged += 1
+
+
 def build_ema(module: nn.Module, decay: float, warmup: bool = True) -> AveragedModel:
-    """An ``AveragedModel`` EMA of ``module`` (parameters and buffers), frozen.
+    """An ``AveragedModel`` EMA of ``module`` (parameters and buffers), frozen, sync-free.
 
     Args:
         decay: the EMA decay once warmed up (SVD reference: 0.9999); must lie in (0, 1).
@@ -52,7 +68,7 @@ def build_ema(module: nn.Module, decay: float, warmup: bool = True) -> AveragedM
     """
     if not 0.0 < decay < 1.0:
         raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
-    ema = AveragedModel(module, multi_avg_fn=ema_multi_avg_fn(decay, warmup), use_buffers=True)
+    ema = DeviceEMA(module, multi_avg_fn=ema_multi_avg_fn(decay, warmup), use_buffers=True)
     return ema.requires_grad_(False)
 
 

@@ -3,14 +3,18 @@
 Runs on the composed Hydra config with only omegaconf imported, so a bad value fails in well under
 a second with the key, the value and the allowed range, before data or models are loaded. The one
 exception is a start point ``sampler.M``: its range belongs to the model's schedule, which is built
-(cheap, but it imports torch) and asked.
+(cheap, but it imports torch) and asked. With ``inputs=True`` (the tasks) it also lists every
+mandatory value left unset (``???``), with what it is and an example, and every input path that
+does not exist, all in one message.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -104,9 +108,114 @@ def _start_point_rule(cfg: DictConfig, problems: list[str]) -> Rule | None:
     return Rule("sampler.M", ok, schedule.start_range)
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError listing every present key whose value is out of range."""
+# The values a user must give (``???`` in conf/): what each is and an example.
+MANDATORY: dict[str, tuple[str, str]] = {
+    "data.root": (
+        "the videos to use: a folder (searched recursively) or a glob for data=folder, the data "
+        "set's root for webvid / ucf101 / shards",
+        "data.root=/data/my_videos",
+    ),
+    "images": ("the image(s) to animate: a file, a folder or a list", "images=photo.png"),
+    "generated": ("the folder of generated videos to score", "generated=outputs/sample/videos"),
+}
+
+# Input paths that must exist when set: key -> (kind, what it is).
+PATHS: dict[str, tuple[str, str]] = {
+    "data.root": ("root", "the videos to use"),
+    "images": ("any", "the image(s) to animate"),
+    "model.pretrained_path": (
+        "dir",
+        "the model's weights folder, diffusers layout; nothing is downloaded: see the README's "
+        "weights table",
+    ),
+    "sampler.stats": ("file", "Analytic-Init statistics; write them with `cil_lightning stats`"),
+    "stats": ("file", "Analytic-Init statistics; write them with `cil_lightning stats`"),
+    "ckpt": ("ckpt", ""),
+    "ckpt_path": ("ckpt", ""),
+}
+_LIGHTNING_CKPT_WORDS = ("last", "best", "hpc", "registry")  # ckpt_path values Lightning resolves
+
+
+def missing_keys(node, prefix: str = "") -> list[str]:
+    """Full keys of the values left ``???`` (``OmegaConf.missing_keys`` resolves interpolations,
+    so a ``${data.root}`` elsewhere would raise instead of listing ``data.root``)."""
+    is_list = OmegaConf.is_list(node)
+    out = []
+    for k in range(len(node)) if is_list else node.keys():
+        if not prefix and k == "hydra":
+            continue  # Hydra's own node (present when composed with it) is filled at run time
+        full = f"{prefix}[{k}]" if is_list else f"{prefix}.{k}" if prefix else str(k)
+        if OmegaConf.is_missing(node, k):
+            out.append(full)
+        elif not OmegaConf.is_interpolation(node, k) and OmegaConf.is_config(node._get_node(k)):
+            out += missing_keys(node._get_node(k), full)
+    return out
+
+
+def missing_values(cfg: DictConfig) -> list[str]:
+    """One line per mandatory value left ``???``: the key, what it is and an example."""
+    lines = []
+    for key in missing_keys(cfg):
+        what, example = MANDATORY.get(key, ("a value this config leaves open (???)", f"{key}=..."))
+        lines.append(f"  {key} is missing: {what}; for example `{example}`")
+    return lines
+
+
+def _path_problem(key: str, value: object, kind: str) -> str | None:
+    """Why ``value`` is not a usable path for ``key`` (None: fine or not checkable here)."""
+    if kind == "ckpt":
+        from ..models.checkpoint import checkpoint_problem
+
+        if key == "ckpt_path" and value in _LIGHTNING_CKPT_WORDS:
+            return None
+        return checkpoint_problem(value)
+    text = str(value)
+    if kind == "root":
+        if "://" in text or text.startswith("pipe:") or "{" in text:
+            return None  # urls, commands and brace patterns of shards are opened by the reader
+        if not any(ch in text for ch in "*?["):
+            return None if Path(text).expanduser().is_dir() else "is not an existing folder"
+        # A glob must at least have its folder: the part before the first wildcard.
+        head = re.split(r"[*?\[]", text)[0]
+        folder = Path(head) if head.endswith("/") else Path(head).parent
+        return None if folder.expanduser().is_dir() else f"is in no existing folder ({folder})"
+    path = Path(text).expanduser()
+    if kind == "dir" and not path.is_dir():
+        return "is not an existing folder"
+    if kind == "file" and not path.is_file():
+        return "is not an existing file"
+    if kind == "any" and not path.exists():
+        return "does not exist"
+    return None
+
+
+def missing_paths(cfg: DictConfig, skip: set[str] = frozenset()) -> list[str]:
+    """One line per input path in ``PATHS`` that is set but does not exist."""
+    lines = []
+    for key, (kind, what) in PATHS.items():
+        if key in skip:
+            continue
+        try:
+            value = OmegaConf.select(cfg, key, default=None)
+        except Exception:  # an interpolation to a missing value: reported by missing_values
+            continue
+        values = list(value) if OmegaConf.is_list(value) or isinstance(value, list) else [value]
+        for v in values:
+            if v is None or v == "":
+                continue
+            why = _path_problem(key, v, kind)
+            if why:
+                lines.append(f"  {key}={str(v)!r} {why}" + (f" ({what})" if what else ""))
+    return lines
+
+
+def validate(cfg: DictConfig, inputs: bool = False) -> None:
+    """Raise ConfigError listing every present key whose value is out of range; with ``inputs``
+    also every mandatory value left unset and every input path that does not exist."""
     problems: list[str] = []
+    if inputs:
+        problems += missing_values(cfg)
+        problems += missing_paths(cfg, skip=set(missing_keys(cfg)))
     rules = list(RULES)
     start = _start_point_rule(cfg, problems)
     if start is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+import warnings
 
 import lightning as L
 import numpy as np
@@ -121,6 +122,7 @@ class VideoDataModule(L.LightningDataModule):
         self.persistent_workers, self.prefetch_factor = persistent_workers, prefetch_factor
         self.drop_last, self.root, self.seed = drop_last, root, seed
         self._rank_world: tuple[int, int] | None = None
+        self._dropped_val: Dataset | None = None  # a val set with nothing usable, kept for counts
         for split, ds in (("train", train), ("val", val)):
             size = _clip_size(ds) if ds is not None else None
             if size is not None and size != (num_frames, height, width):
@@ -132,11 +134,14 @@ class VideoDataModule(L.LightningDataModule):
     @property
     def skipped(self) -> int:
         """Unusable videos met so far by this process's loaders (all their workers)."""
-        return sum(skipped_videos(ds) for ds in (self.train_set, self.val_set) if ds is not None)
+        return sum(skipped_videos(ds) for ds in self._sets() if ds is not None)
+
+    def _sets(self) -> tuple[Dataset | None, ...]:
+        return self.train_set, self.val_set, self._dropped_val
 
     def skipped_paths(self) -> list[str]:
         paths: list[str] = []
-        for ds in (self.train_set, self.val_set):
+        for ds in self._sets():
             if ds is not None and hasattr(ds, "skipped_paths"):
                 paths += ds.skipped_paths()
         return paths
@@ -156,6 +161,27 @@ class VideoDataModule(L.LightningDataModule):
         if self.trainer is not None:
             rank, world = self.trainer.global_rank, self.trainer.world_size
         self.set_rank(rank, world)
+        self._drop_unusable_val()
+
+    def _drop_unusable_val(self) -> None:
+        """Skip validation, with a warning, when the val set has nothing to give: it is empty
+        (a one-video folder), or every one of its videos is unreadable (found by loading its
+        first item, which skips and counts bad videos as training does). Callbacks that draw
+        conditions from the val set then take the training set's."""
+        ds = self.val_set
+        if ds is None or isinstance(ds, IterableDataset):
+            return
+        why = "the validation split is empty" if len(ds) == 0 else None
+        if why is None:
+            try:
+                ds[0]
+            except RuntimeError as err:
+                if skipped_videos(ds) < len(ds):
+                    raise  # some usable videos: a real error, not an empty split
+                why = str(err)
+        if why is not None:
+            warnings.warn(f"validation skipped: {why}", stacklevel=2)
+            self.val_set, self._dropped_val = None, ds
 
     def _rank_and_world(self) -> tuple[int, int]:
         if self._rank_world is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import warnings
 from pathlib import Path
 
 from .base import VideoClipDataset, stable_fraction
@@ -31,13 +32,27 @@ def list_videos(root: str | Path, extensions: tuple[str, ...] = VIDEO_EXTENSIONS
     return sorted(p for p in files if p.suffix.lower() in exts)
 
 
+def split_files(files: list[Path], base: Path, val_fraction: float) -> dict[str, list[Path]]:
+    """``{"train": [...], "val": [...]}``: a file goes to ``val`` when the stable hash of its path
+    relative to ``base`` is below ``val_fraction``, so adding files does not move others. A
+    folder of two or more files has at least one in each split: when the hash gives ``val`` none
+    (or every file), the file of lowest (highest) hash moves. A single file is training only.
+    """
+    ranked = sorted(files, key=lambda f: stable_fraction(_rel(f, base)))
+    n_val = sum(stable_fraction(_rel(f, base)) < val_fraction for f in ranked)
+    n_val = min(max(n_val, 1), len(ranked) - 1) if len(ranked) >= 2 else 0
+    val = set(ranked[:n_val])
+    return {"train": [f for f in files if f not in val], "val": [f for f in files if f in val]}
+
+
 class FolderVideos(VideoClipDataset):
     """Every video under ``root`` (a folder, searched recursively, or a glob pattern).
 
     Args:
         root: folder or glob (``/data/clips/**/*.mp4``).
         split: ``all``, or ``train`` / ``val`` by a stable hash of each file's relative path
-            (``val_fraction`` of the files go to ``val``; adding files does not move others).
+            (``val_fraction`` of the files go to ``val``, at least one of two or more; see
+            :func:`split_files`). ``val`` of a one-video folder is empty, with a warning.
         clip, deterministic, seed, max_retries: see :class:`VideoClipDataset`.
     """
 
@@ -55,13 +70,18 @@ class FolderVideos(VideoClipDataset):
         super().__init__(clip, deterministic, seed, max_retries)
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        files = list_videos(root, tuple(extensions))
+        all_files = list_videos(root, tuple(extensions))
         base = Path(str(root).split("*")[0]) if "*" in str(root) else Path(root)
-        if split != "all":
-            keep_val = split == "val"
-            files = [
-                f for f in files if (stable_fraction(_rel(f, base)) < val_fraction) == keep_val
-            ]
+        files = all_files if split == "all" else split_files(all_files, base, val_fraction)[split]
+        if split == "val" and len(all_files) == 1:
+            warnings.warn(
+                f"validation skipped: {root} holds one video, kept for training; validation "
+                "needs a folder of two or more",
+                stacklevel=2,
+            )
+            self.root = str(root)
+            self._set_entries([], [])
+            return
         if not files:
             raise FileNotFoundError(
                 f"no videos ({', '.join(extensions)}) for split {split!r} in {root}"

@@ -16,6 +16,7 @@ def run_hydra_task(task: str, overrides: list[str], fn: Callable, config_name: s
     import hydra
 
     from ..cli import conf_dir
+    from ..config.checks import ConfigError
 
     argv0 = sys.argv[0]
     result = {}
@@ -26,6 +27,9 @@ def run_hydra_task(task: str, overrides: list[str], fn: Callable, config_name: s
         try:
             result["value"] = fn(cfg)
             return result["value"]
+        except ConfigError as err:
+            # What to fix, without a traceback: the message names every key (DESIGN principle 8).
+            raise SystemExit(f"cil_lightning {task}: {err}") from None
         finally:
             sys.argv = [argv0, *overrides]
 

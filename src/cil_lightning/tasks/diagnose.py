@@ -57,7 +57,7 @@ def check_level_config(cfg: DictConfig) -> None:
 
 
 def diagnose(cfg: DictConfig) -> dict:
-    validate(cfg)
+    validate(cfg, inputs=True)
     check_level_config(cfg)
     import torch
     from hydra.utils import instantiate

@@ -11,14 +11,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ..config.checks import ConfigError, validate
 from . import run_hydra_task
 
 
 def export(cfg: DictConfig) -> Path:
+    validate(cfg, inputs=True)  # a ckpt that is not a training checkpoint fails here
     if not cfg.get("ckpt"):
-        raise ValueError("ckpt=PATH is required: the training checkpoint to export")
+        raise ConfigError("ckpt=PATH is required: the training checkpoint to export")
     if not cfg.get("out"):
-        raise ValueError("out=DIR is required: where the diffusers pipeline folder goes")
+        raise ConfigError("out=DIR is required: where the diffusers pipeline folder goes")
     from ..models.checkpoint import load_denoiser
     from ..models.svd import to_pipeline
 

@@ -49,7 +49,7 @@ def load_image(path: Path, height: int, width: int):
 
 
 def sample(cfg: DictConfig) -> dict:
-    validate(cfg)
+    validate(cfg, inputs=True)
     files = list_images(cfg.images)
 
     import torch

@@ -16,7 +16,7 @@ from . import run_hydra_task
 
 
 def stats(cfg: DictConfig) -> Path:
-    validate(cfg)
+    validate(cfg, inputs=True)
     import lightning as L
     import torch
     from hydra.utils import instantiate

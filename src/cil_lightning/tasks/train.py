@@ -13,7 +13,7 @@ from . import run_hydra_task
 
 def train(cfg: DictConfig) -> dict:
     """Build everything from ``cfg`` and fit. Returns the paths of what the run wrote."""
-    validate(cfg)  # before any heavy import or model build
+    validate(cfg, inputs=True)  # before any heavy import or model build
 
     import lightning as L
     from hydra.utils import instantiate
