@@ -33,9 +33,10 @@ lint: $(STAMP) ## ruff
 	$(PY) -m ruff check src tests bench data experiments
 	$(PY) -m ruff format --check src tests bench data experiments
 
-bench: $(STAMP) ## CPU benchmarks: decoding, and the training step against a bare loop
-	$(PY) bench/bench_decode.py --out bench/results/decode_cpu.md
+bench: $(STAMP) ## CPU benchmarks, JSON + Markdown in bench/results/ (GPU: bench_train_throughput.py --size full)
+	$(PY) bench/bench_decode.py
 	$(PY) bench/bench_train_step.py
+	$(PY) bench/bench_train_throughput.py
 
 reproduce-leakage: $(STAMP) ## the leakage lab: exact Gaussian lab + trained moving textures (CPU)
 	nice -n 10 $(PY) experiments/leakage_lab/run_lab.py

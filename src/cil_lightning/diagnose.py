@@ -59,12 +59,8 @@ def _condition(denoiser, videos: Tensor, fps: Tensor | None):
 def _encode(denoiser, video: Tensor, seeds: Sequence[int]) -> Tensor:
     """Latents [B, F, C, h, w], clip by clip with its own seeded generator (VAE posterior draw),
     so a clip's latent does not depend on the batch it came in."""
-    return torch.cat(
-        [
-            denoiser.encode_video(v[None], generator=torch.Generator(device="cpu").manual_seed(s))
-            for v, s in zip(video, seeds)
-        ]
-    )
+    gens = per_sample_generators(seeds)
+    return torch.cat([denoiser.encode_video(v[None], generator=g) for v, g in zip(video, gens)])
 
 
 def _batches(n: int, batch_size: int):

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from .data.video import to_unit_range
 from .diffusion.cond_noise import CondNoise
 from .diffusion.loss import DenoisingLoss
 from .ema import build_ema
@@ -125,6 +126,15 @@ class I2VLitModule(L.LightningModule):
             return None
         fps_sum, bucket_sum, n = self.conditioning_sums.tolist()
         return {"fps": fps_sum / n, "motion_bucket_id": bucket_sum / n}
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # uint8 clips (ClipSpec.uint8) cross processes and the bus at a quarter of float32's
+        # bytes; they become [-1, 1] floats here, on the device.
+        if isinstance(batch, dict):
+            for key in ("video", "cond_frame"):
+                if isinstance(batch.get(key), Tensor):
+                    batch[key] = to_unit_range(batch[key])
+        return batch
 
     def configure_model(self) -> None:
         if self.compile_unet and not getattr(self, "_unet_compiled", False):

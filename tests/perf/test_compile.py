@@ -33,7 +33,7 @@ def test_compile_is_in_place_and_keeps_the_checkpoint_layout():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None, reason="no C compiler")
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="inductor on the CPU needs a C compiler")
 def test_compiled_unet_matches_eager_at_fp32():
     """Loss and every gradient of one training loss agree with eager (inductor, CPU, fp32)."""
     torch._dynamo.reset()

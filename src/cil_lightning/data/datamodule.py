@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from .base import _mix
-from .sampling import ItemKey, ResumableDataLoader, ResumableSampler
+from .sampling import ItemKey, ResumableDataLoader, ResumableSampler, rank_and_world
 from .skip_counter import skipped_videos
 
 __all__ = [
@@ -25,18 +25,6 @@ __all__ = [
     "VideoDataModule",
     "seed_worker",
 ]
-
-
-def _rank() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
-
-
-def _world_size() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    return int(os.environ.get("WORLD_SIZE", 1))
 
 
 def seed_worker(worker_id: int, rank: int = 0) -> None:
@@ -188,7 +176,7 @@ class VideoDataModule(L.LightningDataModule):
             return self._rank_world
         if self.trainer is not None:
             return self.trainer.global_rank, self.trainer.world_size
-        return _rank(), _world_size()
+        return rank_and_world()
 
     def _order_seed(self) -> int:
         if self.seed is not None:

@@ -20,12 +20,22 @@ Lightning checkpoints.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size): the process group's, else ``RANK`` (or ``LOCAL_RANK``) and
+    ``WORLD_SIZE`` from the environment, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))
+    return int(rank), int(os.environ.get("WORLD_SIZE", 1))
 
 
 class ItemKey(int):

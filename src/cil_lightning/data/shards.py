@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .base import _mix
+from .sampling import rank_and_world
 from .skip_counter import SkipCounter
 from .video import VIDEO_EXTENSIONS, ClipSpec, VideoError, load_clip
 
@@ -116,12 +117,6 @@ def _video_bytes(sample: dict) -> bytes | None:
         if ext[1:] in sample:
             return sample[ext[1:]]
     return None
-
-
-def _dist_rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 class ShardVideos(IterableDataset):
@@ -256,7 +251,7 @@ class ShardVideos(IterableDataset):
             )
 
     def __iter__(self) -> Iterator[dict]:
-        rank, world = (self.rank, self.world_size) if self.rank is not None else _dist_rank_world()
+        rank, world = (self.rank, self.world_size) if self.rank is not None else rank_and_world()
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
         urls = self.shards_for(rank, world, worker, num_workers)

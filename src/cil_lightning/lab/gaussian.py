@@ -93,7 +93,9 @@ class GaussianVideoDenoiser:
         x = x_t.double().flatten(2)  # [B, F, D]
         c = cond.latent.double().flatten(1)[:, None]  # [B, 1, D]
         y = x - alpha * c
-        return (c + self.gain(t) @ y).view_as(x_t).to(x_t.dtype)
+        # One solve per distinct time (a sampler passes one time for the whole batch).
+        times, index = t.unique(return_inverse=True)
+        return (c + self.gain(times)[index] @ y).view_as(x_t).to(x_t.dtype)
 
     def decode_video(self, latents: Tensor) -> Tensor:
         return latents

@@ -121,7 +121,6 @@ def run_gaussian(plan: Plan, log=print) -> list[dict]:
 
 def run_trained(plan: Plan, log=print) -> tuple[list[dict], list[dict], list[dict]]:
     """Train and evaluate every (family, strategy, seed); returns (runs, sampling, diagnostic)."""
-    torch.set_num_threads(1)  # 2 shared cores: one thread avoids oversubscription stalls
     evald = MovingTextures(photos=EVAL_PHOTOS)
     clips, _ = evald.sample(plan.eval_clips, torch.Generator().manual_seed(2024))
     runs, sampling, diag = [], [], []

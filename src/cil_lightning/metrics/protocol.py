@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".gif", ".webm", ".mkv", ".mov")
+from ..tasks.evaluate_inputs import VIDEO_SUFFIXES  # the files `evaluate` reads
+
 # Near-lossless H.264 for the reference clips: the codec should not become part of the reference.
 REFERENCE_OPTIONS = {"crf": "12", "preset": "veryfast"}
 MANIFEST_COLUMNS = (

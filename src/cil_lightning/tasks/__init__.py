@@ -6,6 +6,15 @@ import sys
 from collections.abc import Callable
 
 
+def choose_device(name: str):
+    """The ``torch.device`` of a task's ``device`` value; ``auto``: CUDA when present, else CPU."""
+    import torch
+
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(str(name))
+
+
 def run_hydra_task(task: str, overrides: list[str], fn: Callable, config_name: str | None = None):
     """Run ``fn(cfg)`` as a Hydra app with the root config ``conf/<task>.yaml``.
 

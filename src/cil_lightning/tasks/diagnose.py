@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ..config.checks import validate
-from . import run_hydra_task
+from . import choose_device, run_hydra_task
 
 
 def load_clips(datamodule, num_clips: int):
@@ -74,9 +74,7 @@ def diagnose(cfg: DictConfig) -> dict:
         denoiser, _ = load_denoiser(cfg.ckpt, use_ema=cfg.use_ema)
     else:
         denoiser = instantiate(cfg.model).eval()
-    device = torch.device(
-        cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    device = choose_device(cfg.device)
     denoiser.to(device)
     # The levels' range depends on the model's schedule: fail here, before clips and flow load.
     if cfg.levels is None:

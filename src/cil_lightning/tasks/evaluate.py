@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import run_hydra_task
+from . import choose_device, run_hydra_task
 from .evaluate_inputs import (
     RESIZE_POLICIES,
     VIDEO_SUFFIXES,
@@ -53,9 +53,7 @@ def evaluate(cfg: DictConfig) -> dict:
     from ..metrics.registry import METRICS, build_metrics
 
     torch.manual_seed(cfg.seed)
-    device = str(cfg.device)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = choose_device(cfg.device)
     names = list(cfg.metrics)
     settings = OmegaConf.to_container(cfg.metric, resolve=True)
     metrics = {n: m.to(device) for n, m in build_metrics(names, settings).items()}

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ..config.checks import validate
-from . import run_hydra_task
+from . import choose_device, run_hydra_task
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -70,9 +70,7 @@ def sample(cfg: DictConfig) -> dict:
     num_frames = int(cfg.num_frames or run_data.get("num_frames") or 14)
     height = int(cfg.height or run_data.get("height") or 320)
     width = int(cfg.width or run_data.get("width") or 512)
-    device = torch.device(
-        cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    device = choose_device(cfg.device)
     denoiser.to(device)
 
     # null: the conditioning the checkpoint was trained with (load_denoiser sets the adapter's

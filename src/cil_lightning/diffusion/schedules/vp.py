@@ -5,32 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..rng import Generator
+from ..rng import randint
 from .base import Schedule
-
-
-def _randint(
-    high: int,
-    batch_size: int,
-    generator: Generator = None,
-    *,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """Uniform integers in [0, high) of shape [B] (int64), drawn like ``rng.randn`` draws.
-
-    None uses the global RNG; one generator draws the batch on its own device; a list draws one
-    value per sample from its own generator, so sample i's time does not depend on the batch size.
-    """
-    if generator is None:
-        return torch.randint(0, high, (batch_size,), device=device)
-    if isinstance(generator, torch.Generator):
-        out = torch.randint(0, high, (batch_size,), generator=generator, device=generator.device)
-        return out.to(device) if device is not None else out
-    gens = list(generator)
-    if len(gens) != batch_size:
-        raise ValueError(f"{len(gens)} generators for a batch of {batch_size}")
-    out = torch.cat([torch.randint(0, high, (1,), generator=g, device=g.device) for g in gens])
-    return out.to(device) if device is not None else out
 
 
 class VPSchedule(Schedule):
@@ -118,7 +94,7 @@ class VPSchedule(Schedule):
         return self._lookup(t)[0]
 
     def sample_training_time(self, batch_size, *, generator=None, device=None) -> Tensor:
-        return _randint(self.T, batch_size, generator, device=device).float()
+        return randint(self.T, (batch_size,), generator, device=device).float()
 
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
         dtype = t.dtype if t.is_floating_point() else torch.float32

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ...diffusion.cond_noise import CondNoise
-from ...diffusion.rng import Generator, randn
+from ...diffusion.rng import Generator, rand, randn
 from ...diffusion.schedules import EDMSchedule
 
 
@@ -309,9 +309,4 @@ class SVDDenoiser(nn.Module):
 
 def _bernoulli_keep(n: int, p_keep: float, generator: Generator, device) -> Tensor:
     """[n] float mask of ones with probability p_keep, drawn from the injected generator."""
-    if generator is None or isinstance(generator, torch.Generator):
-        g_device = device if generator is None else generator.device
-        u = torch.rand(n, generator=generator, device=g_device)
-    else:
-        u = torch.stack([torch.rand((), generator=g, device=g.device) for g in generator])
-    return (u.to(device) < p_keep).float()
+    return (rand((n,), generator, device=device) < p_keep).float()
