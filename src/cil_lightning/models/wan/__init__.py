@@ -5,6 +5,7 @@ from .denoiser import WanCondition, WanDenoiser
 from .pretrained import (
     CLIPImageTokens,
     check_wan_folder,
+    fsdp_auto_wrap_policy,
     load_prompt_embeds,
     load_wan,
     tiny_wan,
@@ -16,6 +17,7 @@ __all__ = [
     "WanCondition",
     "WanDenoiser",
     "check_wan_folder",
+    "fsdp_auto_wrap_policy",
     "load_prompt_embeds",
     "load_wan",
     "tiny_wan",

@@ -240,3 +240,12 @@ def to_pipeline(denoiser: WanDenoiser, scheduler=None):
         transformer=denoiser.unet,
         expand_timesteps=denoiser.style == "replace",
     )
+
+
+def fsdp_auto_wrap_policy():
+    """FSDP wraps the transformer block by block (``WanTransformerBlock``), as Wan's own FSDP
+    training shards it."""
+    from diffusers.models.transformers.transformer_wan import WanTransformerBlock
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    return ModuleWrapPolicy({WanTransformerBlock})
