@@ -128,7 +128,7 @@ def evaluate(ckpt: Path, args, flow) -> tuple[list[dict], list[dict]]:
     for i in range(min(len(dm.train_set), 64)):
         stats.update(denoiser.encode_video(dm.train_set[i]["video"][None]))
     ms_in = ms(videos)
-    cond = denoiser.encode_condition(videos[:, 0], fps=fps)
+    cond = denoiser.encode_condition(videos[:, 0], fps=fps, num_frames=videos.shape[1])
     rows = []
     sampler = Sampler(step="euler", num_steps=args.num_steps, min_guidance=1.0, max_guidance=3.0)
     for M in [None, *args.M]:

@@ -53,7 +53,7 @@ def _ratio(num: float, den: float, min_motion: float) -> float:
 
 
 def _condition(denoiser, videos: Tensor, fps: Tensor | None):
-    return denoiser.encode_condition(videos[:, 0], fps=fps)
+    return denoiser.encode_condition(videos[:, 0], fps=fps, num_frames=videos.shape[1])
 
 
 def _encode(denoiser, video: Tensor, seeds: Sequence[int]) -> Tensor:

@@ -105,7 +105,9 @@ class I2VLitModule(L.LightningModule):
         x0 = self.denoiser.encode_video(
             batch["video"], names=batch.get("name"), generator=generator
         )
-        cond = self.denoiser.encode_condition(batch["cond_frame"], fps=batch.get("fps"))
+        cond = self.denoiser.encode_condition(
+            batch["cond_frame"], fps=batch.get("fps"), num_frames=batch["video"].shape[1]
+        )
         if self.training:
             self._record_conditioning(cond)
         return self.loss(self.denoiser, x0, cond, generator)

@@ -41,6 +41,15 @@ def cached_stats(path: str | os.PathLike) -> LatentStats:
     return _STATS_CACHE[key]
 
 
+def latent_shape(denoiser, cond, num_frames: int) -> tuple[int, ...]:
+    """Latent shape [B, f, C, h, w] of ``num_frames`` frames of ``cond``: the adapter's
+    ``latent_shape`` when it compresses time (Wan: f = (F - 1) / 4 + 1), else one latent frame per
+    frame of ``cond.latent`` [B, C, h, w]'s shape."""
+    if hasattr(denoiser, "latent_shape"):
+        return tuple(denoiser.latent_shape(cond, num_frames))
+    return (cond.latent.shape[0], int(num_frames), *cond.latent.shape[1:])
+
+
 @dataclass
 class Samples:
     """What a :class:`Sampler` call returns.
@@ -121,12 +130,12 @@ class Sampler:
             out["stats"] = os.fspath(stats)
         return out
 
-    def check_stats(self, stats: LatentStats | None, num_frames: int, cond) -> None:
+    def check_stats(self, stats: LatentStats | None, denoiser, num_frames: int, cond) -> None:
         """Raise ``ValueError`` naming ``sampler.stats`` when the statistics' latent shape
-        [F, C, h, w] is not the one of ``num_frames`` frames of this condition."""
+        [f, C, h, w] is not the one of ``num_frames`` frames of this condition."""
         if stats is None or stats.shape is None:
             return
-        expected = (int(num_frames), *cond.latent.shape[1:])
+        expected = latent_shape(denoiser, cond, num_frames)[1:]
         if tuple(stats.shape) != expected:
             raise ValueError(
                 f"sampler.stats={self.settings()['stats']!r} has latent shape "
@@ -160,9 +169,9 @@ class Sampler:
             :class:`Samples` with ``latents`` [B, F, C, h, w] and ``video`` [B, F, 3, H, W].
         """
         stats = self.latent_stats
-        self.check_stats(stats, num_frames, cond)
+        self.check_stats(stats, denoiser, num_frames, cond)
         schedule, latent = denoiser.schedule, cond.latent
-        shape = (latent.shape[0], num_frames, *latent.shape[1:])
+        shape = latent_shape(denoiser, cond, num_frames)
         x = analytic_init(schedule, self.M, stats, shape, generator, device=latent.device)
         times = schedule.sampling_times(self.num_steps, self.M, device=latent.device)
 
@@ -173,7 +182,7 @@ class Sampler:
         if self.guided:
             uncond = cond.unconditional()
             scale = svd_guidance_scale(
-                num_frames, self.min_guidance, self.max_guidance, device=latent.device
+                shape[1], self.min_guidance, self.max_guidance, device=latent.device
             )
             fn = classifier_free_guidance(
                 conditional, lambda x_t, t: denoiser(x_t, t, uncond), scale

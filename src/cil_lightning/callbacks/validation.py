@@ -175,7 +175,10 @@ class ValidationSampling(L.Callback):
             generators = per_sample_generators(batch["seed"])
             # Each seed draws its inference condition noise first, then the sampler's noise.
             cond = denoiser.sampling_condition(
-                batch["cond_frame"].to(device), fps=batch["fps"].to(device), generator=generators
+                batch["cond_frame"].to(device),
+                fps=batch["fps"].to(device),
+                generator=generators,
+                num_frames=batch["video"].shape[1],
             )
             videos = sampler(denoiser, cond, batch["video"].shape[1], generators).video.float()
             real, frames = batch["video"].to(device), batch["cond_frame"].to(device)

@@ -117,6 +117,15 @@ MANDATORY: dict[str, tuple[str, str]] = {
     ),
     "images": ("the image(s) to animate: a file, a folder or a list", "images=photo.png"),
     "generated": ("the folder of generated videos to score", "generated=outputs/sample/videos"),
+    "model.pretrained_path": (
+        "the model's local weights folder (diffusers layout; nothing is downloaded)",
+        "model.pretrained_path=./weights/Wan2.1-I2V-14B-480P-Diffusers",
+    ),
+    "model.prompt_embeds": (
+        "a safetensors file with the training prompt's text embeddings (prompt_embeds, and "
+        "optionally negative_prompt_embeds), computed once where the text encoder is",
+        "model.prompt_embeds=./weights/prompt_embeds.safetensors",
+    ),
 }
 
 # Input paths that must exist when set: key -> (kind, what it is).
@@ -129,6 +138,7 @@ PATHS: dict[str, tuple[str, str]] = {
         "weights table",
     ),
     "sampler.stats": ("file", "Analytic-Init statistics; write them with `cil_lightning stats`"),
+    "model.prompt_embeds": ("file", "the training prompt's text embeddings (safetensors)"),
     "stats": ("file", "Analytic-Init statistics; write them with `cil_lightning stats`"),
     "ckpt": ("ckpt", ""),
     "ckpt_path": ("ckpt", ""),

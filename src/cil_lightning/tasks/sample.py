@@ -76,8 +76,10 @@ def sample(cfg: DictConfig) -> dict:
     # null: the conditioning the checkpoint was trained with (load_denoiser sets the adapter's
     # defaults to it), or the model config's for a pretrained model.
     fps = float(cfg.fps if cfg.get("fps") is not None else denoiser.fps)
+    # SVD's motion bucket; models without one (Wan) ignore it.
     bucket = cfg.get("motion_bucket_id")
-    bucket = float(bucket if bucket is not None else denoiser.motion_bucket_id)
+    bucket = bucket if bucket is not None else getattr(denoiser, "motion_bucket_id", None)
+    bucket = None if bucket is None else float(bucket)
     out_dir = Path(cfg.paths.output_dir)
     outputs, seeds = [], [int(x) for x in cfg.seeds]
     for path in files:
@@ -88,7 +90,8 @@ def sample(cfg: DictConfig) -> dict:
         cond = denoiser.sampling_condition(
             image,
             fps=torch.tensor([fps]),
-            motion_bucket_id=torch.tensor([bucket]),
+            motion_bucket_id=None if bucket is None else torch.tensor([bucket]),
+            num_frames=num_frames,
             generator=generators,
         )
         videos = sampler(denoiser, cond, num_frames, generators).video.cpu()

@@ -52,7 +52,8 @@ def stats(cfg: DictConfig) -> Path:
         acc.save(
             out,
             layout="FCHW",
-            latent_scaling=denoiser.scaling_factor,
+            # A record only: adapters with per-channel latent normalisation (Wan) have no scalar.
+            latent_scaling=getattr(denoiser, "scaling_factor", None),
             extra_metadata={"model": OmegaConf.to_container(cfg.model, resolve=True)},
         )
         print(
