@@ -53,6 +53,7 @@ def _run(args) -> dict:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    commit_start = _commit()  # the code that ran (the checkout may move during a long run)
     log_file = open(out / "log.txt", "w")
 
     def log(msg: str) -> None:
@@ -82,7 +83,11 @@ def _run(args) -> dict:
     plots = report.plots(out, runs, stats, diag, gaussian, families, plan.strategies, settings)
 
     md = [f"# Leakage lab results ({'quick' if args.quick else 'full'} run)", ""]
-    md += [f"Commit {_commit()}; wall time {wall:.0f} s (Gaussian lab {t_gauss:.0f} s).", ""]
+    md += [
+        f"Commit at start {commit_start}, at the end {_commit()}; wall time {wall:.0f} s "
+        f"(Gaussian lab {t_gauss:.0f} s).",
+        "",
+    ]
     md += ["## Exact Gaussian lab", ""] + report.gaussian_table(gaussian) + [""]
     md += ["## Trained lab: reference (the real evaluation clips, same measurement)", ""]
     md += [f"- {k}: {v:.3f}" for k, v in ref.items()] + [""]
@@ -110,7 +115,8 @@ def _run(args) -> dict:
     (out / "results.md").write_text("\n".join(md))
     summary = {
         "plan": repr(plan),
-        "commit": _commit(),
+        "commit_start": commit_start,
+        "commit_end": _commit(),
         "wall_seconds": wall,
         "gaussian_seconds": t_gauss,
         "reference": ref,
