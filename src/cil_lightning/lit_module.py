@@ -101,12 +101,14 @@ class I2VLitModule(L.LightningModule):
 
     def _loss(self, batch: dict, generator: torch.Generator | None = None) -> Tensor:
         """Per-sample loss [B] of a batch: encode video and condition frame, record the
-        conditioning fed in training, call the loss. The VAE posterior draw comes first."""
-        x0 = self.denoiser.encode_video(
-            batch["video"], names=batch.get("name"), generator=generator
-        )
+        conditioning fed in training, call the loss. The VAE posterior draw comes first.
+
+        uint8 clips (``ClipSpec.uint8``: a quarter of float32's bytes through the workers and to
+        the device) become [-1, 1] floats here, on the device."""
+        video = to_unit_range(batch["video"])
+        x0 = self.denoiser.encode_video(video, names=batch.get("name"), generator=generator)
         cond = self.denoiser.encode_condition(
-            batch["cond_frame"], fps=batch.get("fps"), num_frames=batch["video"].shape[1]
+            to_unit_range(batch["cond_frame"]), fps=batch.get("fps"), num_frames=video.shape[1]
         )
         if self.training:
             self._record_conditioning(cond)
@@ -128,15 +130,6 @@ class I2VLitModule(L.LightningModule):
             return None
         fps_sum, bucket_sum, n = self.conditioning_sums.tolist()
         return {"fps": fps_sum / n, "motion_bucket_id": bucket_sum / n}
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        # uint8 clips (ClipSpec.uint8) cross processes and the bus at a quarter of float32's
-        # bytes; they become [-1, 1] floats here, on the device.
-        if isinstance(batch, dict):
-            for key in ("video", "cond_frame"):
-                if isinstance(batch.get(key), Tensor):
-                    batch[key] = to_unit_range(batch[key])
-        return batch
 
     def configure_model(self) -> None:
         if self.compile_unet and not getattr(self, "_unet_compiled", False):

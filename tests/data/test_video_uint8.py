@@ -31,17 +31,23 @@ def test_to_unit_range_maps_bytes_and_leaves_floats():
     assert to_unit_range(y) is y
 
 
-def test_module_normalises_uint8_batches_after_transfer():
+def test_module_loss_of_a_uint8_batch_is_that_of_its_float_batch():
     module = I2VLitModule(tiny_pixel_svd(), TimeNoise(15.0, 5.0), optimizer=torch.optim.AdamW)
     video = torch.randint(0, 256, (2, 3, 3, 8, 8), dtype=torch.uint8)
-    batch = {"video": video, "cond_frame": video[:, 0], "fps": torch.full((2,), 7.0)}
-    out = module.on_after_batch_transfer(dict(batch), 0)
-    assert out["video"].dtype == out["cond_frame"].dtype == torch.float32
-    assert torch.equal(out["video"], video.float() / 127.5 - 1)
-    assert torch.equal(out["cond_frame"], out["video"][:, 0])
-    assert out["fps"] is batch["fps"]
-    floats = {"video": out["video"], "cond_frame": out["cond_frame"]}
-    assert module.on_after_batch_transfer(dict(floats), 0)["video"] is floats["video"]
+    fps = torch.full((2,), 7.0)
+    floats = video.float() / 127.5 - 1
+    losses = [
+        module._loss(
+            {"video": v, "cond_frame": v[:, 0], "fps": fps}, torch.Generator().manual_seed(0)
+        )
+        for v in (video, floats)
+    ]
+    assert torch.equal(losses[0], losses[1])
+    wrong = floats / 2  # what a missed conversion of some kind would feed: a different loss
+    other = module._loss(
+        {"video": wrong, "cond_frame": wrong[:, 0], "fps": fps}, torch.Generator().manual_seed(0)
+    )
+    assert not torch.allclose(other, losses[1])
 
 
 def test_sequential_backend_decodes_the_frames_of_the_full_decode(footage):
