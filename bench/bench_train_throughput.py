@@ -16,13 +16,13 @@ Both loops train the same model (same initial weights) on the same clips in the 
   noise, eps) on the host and copied over, ``loss.item()`` logged every step, eager, foreach
   AdamW and torch's ``AveragedModel`` EMA (two host reads per update).
 
-Each loop runs ``--warmup`` untimed steps, then ``--repeats`` timed runs of ``--steps`` steps;
-samples/s are reported as median (min - max) over the repeats. FLOPs of one step of each loop
-are counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions, attention);
-the model-FLOP utilisation is the project step's FLOPs (the model's work per step) times steps/s
-over the peak FLOP/s of a large matmul in the training dtype measured in the same run. The raw
-numbers go to ``<out-dir>/train_throughput_<device>_<size>.json`` and the Markdown table to the
-``.md`` beside it, generated from the JSON (``--render`` regenerates it).
+Each loop runs ``--warmup`` untimed steps, then ``--repeats`` timed runs of ``--steps`` steps,
+the loops alternating run by run; samples/s are median (min - max) over the repeats. FLOPs of
+one step of each loop are counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls,
+convolutions, attention); the model-FLOP utilisation is the project step's FLOPs (the model's
+work per step) times steps/s over the peak FLOP/s of a large matmul in the training dtype
+measured in the same run. The raw numbers go to ``<out-dir>/train_throughput_<device>_<size>.json``
+and the Markdown table to the ``.md`` beside it, generated from the JSON (``--render``).
 """
 
 from __future__ import annotations
@@ -200,18 +200,21 @@ def count_flops(loop, batch: dict) -> int:
     return int(counter.get_total_flops())
 
 
-def time_loop(loop, clips: list[dict], warmup: int, steps: int, repeats: int, device) -> list:
-    """Seconds of each repeat of ``steps`` steps, after ``warmup`` untimed steps."""
-    for i in range(warmup):
-        loop.step(clips[i % len(clips)])
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        t0 = time.perf_counter()
-        for i in range(steps):
+def time_loops(loops: dict, clips: list[dict], warmup: int, steps: int, repeats: int, device):
+    """Seconds of each repeat of ``steps`` steps per loop, after ``warmup`` untimed steps each;
+    the loops alternate repeat by repeat, so a drifting machine load hits both."""
+    for loop in loops.values():
+        for i in range(warmup):
             loop.step(clips[i % len(clips)])
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
+    times = {name: [] for name in loops}
+    for _ in range(repeats):
+        for name, loop in loops.items():
+            synchronize(device)
+            t0 = time.perf_counter()
+            for i in range(steps):
+                loop.step(clips[i % len(clips)])
+            synchronize(device)
+            times[name].append(time.perf_counter() - t0)
     return times
 
 
@@ -304,9 +307,12 @@ def run(args) -> dict:
     peak = peak_flops(device, train_dtype, args.peak_n)
     result["peak_flops_per_s"] = peak
     result["peak_matmul"] = {"n": args.peak_n, "dtype": str(train_dtype).removeprefix("torch.")}
-    for name, loop in (("project", project), ("reference", reference)):
-        times = time_loop(loop, clips, args.warmup, args.steps, args.repeats, device)
-        result[name] = summarise(times, args.steps, args.batch, flops[name], flops["project"], peak)
+    loops = {"project": project, "reference": reference}
+    times = time_loops(loops, clips, args.warmup, args.steps, args.repeats, device)
+    for name in loops:
+        result[name] = summarise(
+            times[name], args.steps, args.batch, flops[name], flops["project"], peak
+        )
     p, r = result["project"]["samples_per_s"], result["reference"]["samples_per_s"]
     result["ratio_project_to_reference"] = p["median"] / r["median"]
     return result

@@ -40,9 +40,18 @@ def ema_multi_avg_fn(decay: float, warmup: bool = True) -> Callable:
             d = torch.tensor(decay, dtype=torch.float64, device=num_averaged.device)
         # Decay 0 at the first update (a copy; AveragedModel itself copies instead of calling).
         d = torch.where(num_averaged == 0, 0.0, d)
-        # ema <- d * ema + (1 - d) * current, with d a device tensor (no host sync).
-        for e, c in zip(ema, current):
-            e.mul_(d.to(e.dtype)).add_(c.to(e.dtype) * (1.0 - d).to(e.dtype))
+        # ema <- d * ema + (1 - d) * current = lerp(ema, current, 1 - d), with d a device tensor
+        # (no host sync), one fused call per (device, dtype) group.
+        groups: dict[tuple, tuple[list[Tensor], list[Tensor]]] = {}
+        for e, c in zip(ema, current, strict=True):
+            if not e.is_floating_point():  # integer buffers (counters) follow the weights
+                e.copy_(c)
+                continue
+            es, cs = groups.setdefault((e.device, e.dtype), ([], []))
+            es.append(e)
+            cs.append(c.to(e.dtype))
+        for (device, dtype), (es, cs) in groups.items():
+            torch._foreach_lerp_(es, cs, (1.0 - d).to(device=device, dtype=dtype))
 
     return update
 
