@@ -5,7 +5,8 @@ a second with the key, the value and the allowed range, before data or models ar
 exception is a start point ``sampler.M``: its range belongs to the model's schedule, which is built
 (cheap, but it imports torch) and asked. With ``inputs=True`` (the tasks) it also lists every
 mandatory value left unset (``???``), with what it is and an example, and every input path that
-does not exist, all in one message.
+does not exist, every weight file the validation metrics need and lack, and every device
+setting that asks for a GPU on a machine without one, all in one message.
 """
 
 from __future__ import annotations
@@ -219,6 +220,50 @@ def missing_paths(cfg: DictConfig, skip: set[str] = frozenset()) -> list[str]:
     return lines
 
 
+# Device settings that may ask for a GPU: key -> the CPU setting to suggest.
+DEVICE_KEYS: dict[str, str] = {
+    "trainer.accelerator": "`trainer=cpu` (or trainer.accelerator=cpu)",
+    "fabric.accelerator": "fabric.accelerator=cpu",
+    "device": "device=cpu (or device=auto)",
+}
+
+
+def device_problems(cfg: DictConfig) -> list[str]:
+    """One line per device setting that asks for CUDA when this machine has none. Checked in the
+    task (on the node that runs it), not when a multirun is submitted from a login node."""
+    lines = []
+    for key, cpu in DEVICE_KEYS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if not isinstance(value, str) or value.split(":")[0] not in ("gpu", "cuda"):
+            continue
+        import torch  # only when a GPU is asked for
+
+        if not torch.cuda.is_available():
+            lines.append(
+                f"  {key}={value!r} asks for a GPU, but torch sees no CUDA device here; "
+                f"run on the CPU with {cpu}"
+            )
+    return lines
+
+
+def validation_weight_problems(cfg: DictConfig) -> list[str]:
+    """One line per weight file that the training run's validation metrics
+    (``callbacks.validation_metrics.metrics``) need and that does not exist: else the run would
+    train first and fail only when it validates."""
+    names = OmegaConf.select(cfg, "callbacks.validation_metrics.metrics", default=None)
+    if not names or OmegaConf.select(cfg, "metric", default=None) is None:
+        return []
+    from ..metrics.registry import weight_files
+
+    settings = OmegaConf.to_container(cfg.metric, resolve=True)
+    return [
+        f"  {key}={path} does not exist (callbacks.validation_metrics.metrics={list(names)} "
+        f"needs {expected}; nothing is downloaded)"
+        for key, path, expected in weight_files(names, settings)
+        if path is None or not Path(str(path)).is_file()
+    ]
+
+
 def validate(cfg: DictConfig, inputs: bool = False) -> None:
     """Raise ConfigError listing every present key whose value is out of range; with ``inputs``
     also every mandatory value left unset and every input path that does not exist."""
@@ -226,6 +271,8 @@ def validate(cfg: DictConfig, inputs: bool = False) -> None:
     if inputs:
         problems += missing_values(cfg)
         problems += missing_paths(cfg, skip=set(missing_keys(cfg)))
+        problems += device_problems(cfg)
+        problems += validation_weight_problems(cfg)
     rules = list(RULES)
     start = _start_point_rule(cfg, problems)
     if start is not None:
