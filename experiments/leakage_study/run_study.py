@@ -102,6 +102,7 @@ def evaluate(ckpt: Path, args, flow) -> tuple[list[dict], list[dict]]:
     import torch
     from hydra.utils import instantiate
 
+    from cil_lightning.data.video import to_unit_range
     from cil_lightning.diagnose import noise_levels, one_step_rows
     from cil_lightning.diffusion.analytic_init import LatentStats
     from cil_lightning.diffusion.rng import per_sample_generators
@@ -114,7 +115,7 @@ def evaluate(ckpt: Path, args, flow) -> tuple[list[dict], list[dict]]:
     dm = instantiate(run_cfg.data)
     dm.setup("fit")
     val = [dm.val_set[i] for i in range(len(dm.val_set))]
-    videos = torch.stack([v["video"] for v in val])
+    videos = to_unit_range(torch.stack([v["video"] for v in val]))
     fps = torch.stack([torch.as_tensor(v["fps"], dtype=torch.float32) for v in val])
 
     def ms(v):
@@ -126,7 +127,7 @@ def evaluate(ckpt: Path, args, flow) -> tuple[list[dict], list[dict]]:
 
     stats = LatentStats()
     for i in range(min(len(dm.train_set), 64)):
-        stats.update(denoiser.encode_video(dm.train_set[i]["video"][None]))
+        stats.update(denoiser.encode_video(to_unit_range(dm.train_set[i]["video"][None])))
     ms_in = ms(videos)
     cond = denoiser.encode_condition(videos[:, 0], fps=fps, num_frames=videos.shape[1])
     rows = []

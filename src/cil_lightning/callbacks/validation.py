@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from ..data.video import to_unit_range
 from ..data.video_io import write_gif, write_mp4, write_png
 from ..diffusion.analytic_init import LatentStats
 from ..diffusion.rng import per_sample_generators
@@ -114,9 +115,14 @@ class ValidationSampling(L.Callback):
             return None
         items = [dataset[i] for i in mine]
         k = len(self.seeds)
+        # uint8 clips (ClipSpec.uint8) as [-1, 1] floats, as the training step sees them.
         return {
-            "video": torch.stack([it["video"] for it in items]).repeat_interleave(k, dim=0),
-            "cond_frame": torch.stack([it["cond_frame"] for it in items]).repeat_interleave(k, 0),
+            "video": to_unit_range(torch.stack([it["video"] for it in items])).repeat_interleave(
+                k, dim=0
+            ),
+            "cond_frame": to_unit_range(
+                torch.stack([it["cond_frame"] for it in items])
+            ).repeat_interleave(k, 0),
             "fps": torch.stack(
                 [torch.as_tensor(it.get("fps", self.fps)).float() for it in items]
             ).repeat_interleave(k, dim=0),
@@ -133,7 +139,8 @@ class ValidationSampling(L.Callback):
             device = next(denoiser.parameters()).device
             stats = LatentStats()
             for i in range(min(self.stats_num_clips, len(dataset))):
-                stats.update(denoiser.encode_video(dataset[i]["video"][None].to(device)))
+                video = to_unit_range(dataset[i]["video"][None].to(device))
+                stats.update(denoiser.encode_video(video))
             self._stats = stats
         return self._stats
 

@@ -212,7 +212,8 @@ def load_clip(source: Source, spec: ClipSpec, generator: torch.Generator | None 
     Returns a dict: ``video`` float [F, 3, H, W] in [-1, 1] (uint8 in [0, 255] with
     ``spec.uint8``), ``cond_frame`` [3, H, W] (the first frame), ``fps`` (float tensor, the
     clip's rate source_fps / stride), ``stride`` (int tensor), ``indices`` (list of source frame
-    indices), ``flipped`` (bool) and ``scale`` (source -> output pixels). Raises VideoError (VideoTooShortError) for any unusable video.
+    indices), ``flipped`` (bool) and ``scale`` (source -> output pixels). Raises VideoError
+    (VideoTooShortError) for any unusable video.
     """
     with open_video(source, spec.backend, spec.num_threads) as handle:
         if handle.fps <= 0:

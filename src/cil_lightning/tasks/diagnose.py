@@ -19,8 +19,11 @@ from . import choose_device, run_hydra_task
 
 
 def load_clips(datamodule, num_clips: int):
-    """The first ``num_clips`` validation clips: (videos [N, F, 3, H, W], fps [N], names)."""
+    """The first ``num_clips`` validation clips: (videos [N, F, 3, H, W] in [-1, 1], fps [N],
+    names)."""
     import torch
+
+    from ..data.video import to_unit_range
 
     if hasattr(datamodule, "setup"):
         datamodule.setup("validate")
@@ -29,7 +32,7 @@ def load_clips(datamodule, num_clips: int):
         raise ValueError("diagnose: the data module has no validation split")
     videos, fps, names = [], [], []
     for batch in loader:
-        video = batch["video"]
+        video = to_unit_range(batch["video"])  # uint8 clips (ClipSpec.uint8) as [-1, 1] floats
         b = video.shape[0]
         videos.append(video)
         fps.append(torch.as_tensor(batch["fps"], dtype=torch.float32).reshape(-1).expand(b))

@@ -22,6 +22,7 @@ def stats(cfg: DictConfig) -> Path:
     from hydra.utils import instantiate
     from tqdm import tqdm
 
+    from ..data.video import to_unit_range
     from ..diffusion.analytic_init import LatentStats
 
     fabric = L.Fabric(**OmegaConf.to_container(cfg.fabric, resolve=True))
@@ -40,7 +41,7 @@ def stats(cfg: DictConfig) -> Path:
         for i, batch in enumerate(loader):
             if i >= limit:
                 break
-            acc.update(denoiser.encode_video(batch["video"]))
+            acc.update(denoiser.encode_video(to_unit_range(batch["video"])))
             bar.update(1)
     bar.close()
     acc.all_reduce_()
