@@ -106,3 +106,20 @@ def test_out_of_memory_leaves_a_checkpoint_of_the_last_good_step(tmp_path, capsy
     assert all(torch.equal(weights[k], current[k]) for k in weights)
     err = capsys.readouterr().err
     assert "out of memory at step 1" in err and "data.batch_size" in err
+
+
+def test_large_runs_are_extrapolated_from_small_probes(tmp_path):
+    """Past ``probe_pixels`` the probes are smaller than the run (they must not take the memory
+    they predict), and the extrapolation agrees with a direct count within 30 %."""
+    _, module = _module(tmp_path)
+    assert MemoryCheck(2, 512, 512, 1).probe_sizes() == [(128, 128), (64, 64)]
+    assert MemoryCheck(2, 320, 512, 1).probe_sizes() == [(64, 128), (64, 64)]
+    check = MemoryCheck(2, 128, 128, 1, probe_pixels=32 * 32, probe_multiple=16)
+    assert check.probe_sizes() == [(32, 32), (16, 16)]
+    estimate = check.estimate_bytes(module)["activations"]
+    video = torch.zeros(1, 2, 3, 128, 128)
+    params = [p for p in module.parameters() if p.requires_grad]
+    full = saved_activation_bytes(
+        lambda: module._loss({"video": video, "cond_frame": video[:, 0]}).mean(), params
+    )
+    assert abs(estimate - full) / full < 0.3, (estimate, full)

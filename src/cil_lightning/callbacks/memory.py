@@ -3,14 +3,15 @@ checkpoint and advice when a GPU runs out during training.
 
 The estimate counts, on the device the run uses: the gradients and AdamW's two moments of the
 trainable parameters, an EMA copy when the run keeps one, and the activations a step saves for
-its backward pass, measured with ``torch.autograd.graph.saved_tensors_hooks`` on a probe step of
-one clip of a few frames at the run's resolution and scaled linearly to the batch and the clip
-length. Transient buffers (the VAE encoder's, attention scratch) are not counted: it is a lower
-bound, and a run it stops would not have fitted.
+its backward pass, measured with ``torch.autograd.graph.saved_tensors_hooks`` on probe steps of
+one clip of a few frames (at the run's resolution, or two smaller ones extrapolated from) and
+scaled linearly to the batch and the clip length. Transient buffers (the VAE encoder's,
+attention scratch) are not counted: it is a lower bound, and a run it stops would not have fitted.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -64,6 +65,9 @@ class MemoryCheck(Callback):
             (``${clip.*}``, ``${data.batch_size}``).
         probe_frames: frames of the probe clip (a Wan-like adapter with a temporal factor k gets
             k + 1).
+        probe_pixels: largest probe resolution (pixels per frame); larger runs are extrapolated
+            from two smaller probes, whose sides are multiples of ``probe_multiple`` (64: the
+            latent UNets' VAE x down-sampling factor).
         margin: fraction of the free memory a step may use (the rest for the allocator, workers and
             everything not counted).
         limit_bytes: the memory to compare with instead of the device's free memory (tests).
@@ -77,12 +81,15 @@ class MemoryCheck(Callback):
         width: int,
         batch_size: int,
         probe_frames: int = 2,
+        probe_pixels: int = 128 * 128,
+        probe_multiple: int = 64,
         margin: float = 0.9,
         limit_bytes: int | None = None,
         dirpath: str | None = None,
     ) -> None:
         self.num_frames, self.height, self.width = int(num_frames), int(height), int(width)
         self.batch_size, self.probe_frames = int(batch_size), int(probe_frames)
+        self.probe_pixels, self.probe_multiple = int(probe_pixels), int(probe_multiple)
         self.margin, self.limit_bytes, self.dirpath = float(margin), limit_bytes, dirpath
         self.estimate: dict[str, float] | None = None
 
@@ -92,28 +99,60 @@ class MemoryCheck(Callback):
             return min(self.num_frames, int(k) + 1)
         return min(self.num_frames, self.probe_frames)
 
-    def estimate_bytes(self, pl_module) -> dict[str, float]:
-        """The parts of a step's memory beyond the resident weights, in bytes."""
-        denoiser = pl_module.denoiser
-        device = pl_module.device
-        trainable = [p for p in denoiser.parameters() if p.requires_grad]
-        weights = sum(p.numel() * p.element_size() for p in trainable)
-        f = self._probe_frames(denoiser)
-        video = torch.zeros(1, f, 3, self.height, self.width, device=device)
+    def _probe(self, pl_module, trainable, frames: int, height: int, width: int) -> int:
+        """Activation bytes saved by one step on one clip of ``frames`` x ``height`` x ``width``."""
+        video = torch.zeros(1, frames, 3, height, width, device=pl_module.device)
         batch = {"video": video, "cond_frame": video[:, 0]}
-        generator = torch.Generator(device=device).manual_seed(0)
+        generator = torch.Generator(device=pl_module.device).manual_seed(0)
         was_training = pl_module.training
         pl_module.train()
         try:
-            saved = saved_activation_bytes(
+            return saved_activation_bytes(
                 lambda: pl_module._loss(batch, generator).mean(), trainable
             )
         finally:
             pl_module.train(was_training)
-            denoiser.zero_grad(set_to_none=True)
-        scale = self.batch_size * self.num_frames / f
+            pl_module.denoiser.zero_grad(set_to_none=True)
+
+    def probe_sizes(self) -> list[tuple[int, int]]:
+        """The probe resolutions: the run's own when it has at most ``probe_pixels`` pixels, else
+        two smaller ones of about its aspect (sides multiples of ``probe_multiple``) to
+        extrapolate from, so that the probe cannot take the memory it is there to predict."""
+        if self.height * self.width <= self.probe_pixels:
+            return [(self.height, self.width)]
+        m = self.probe_multiple
+
+        def fit(x: float) -> int:
+            return max(m, int(x) // m * m)
+
+        scale = (self.probe_pixels / (self.height * self.width)) ** 0.5
+        big = (fit(self.height * scale), fit(self.width * scale))
+        small = (fit(big[0] / 2), fit(big[1] / 2))
+        return [big] if small == big else [big, small]
+
+    def estimate_bytes(self, pl_module) -> dict[str, float]:
+        """The parts of a step's memory beyond the resident weights, in bytes.
+
+        Activations: probes of one clip of a few frames, scaled linearly to the batch and the
+        clip length, and over the resolution as (area ratio)^p with p fitted on two probe sizes
+        (clamped to [1, 2]: convolutions are linear in pixels, materialised attention quadratic)."""
+        denoiser = pl_module.denoiser
+        trainable = [p for p in denoiser.parameters() if p.requires_grad]
+        weights = sum(p.numel() * p.element_size() for p in trainable)
+        f = self._probe_frames(denoiser)
+        sizes = self.probe_sizes()
+        saved = [self._probe(pl_module, trainable, f, h, w) for h, w in sizes]
+        area = self.height * self.width
+        if len(sizes) == 1:
+            activations = saved[0]
+        else:
+            (h1, w1), (h2, w2) = sizes
+            p = 1.0
+            if saved[1] > 0 and h1 * w1 > h2 * w2:
+                p = math.log(saved[0] / saved[1]) / math.log(h1 * w1 / (h2 * w2))
+            activations = saved[0] * (area / (h1 * w1)) ** min(max(p, 1.0), 2.0)
         return {
-            "activations": saved * scale,
+            "activations": activations * self.batch_size * self.num_frames / f,
             "gradients": weights,
             "optimizer": 2 * sum(p.numel() * 4 for p in trainable),  # AdamW moments, fp32
             "ema": weights if getattr(pl_module, "ema", None) is not None else 0,
