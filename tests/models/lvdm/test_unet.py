@@ -1,0 +1,92 @@
+"""Our lvdm UNet and Resampler against the official DynamiCrafter code.
+
+Fixtures in tests/fixtures/lvdm (see NOTE.md there): the official key list at the 512 and 256
+configurations, and the official modules' outputs at a tiny configuration with random weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cil_lightning.models.lvdm import LvdmUNet, Resampler
+
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "lvdm"
+UNET_PREFIX, PROJ_PREFIX = "model.diffusion_model.", "image_proj_model."
+
+
+def _key_lines(unet: torch.nn.Module, resampler: torch.nn.Module) -> list[str]:
+    lines = [f"{UNET_PREFIX}{k} {tuple(v.shape)}" for k, v in unet.state_dict().items()]
+    return lines + [f"{PROJ_PREFIX}{k} {tuple(v.shape)}" for k, v in resampler.state_dict().items()]
+
+
+@pytest.mark.parametrize(
+    "size, kwargs", [("512", {}), ("256", {"image_scale_learnable": True, "default_fs": 3})]
+)
+def test_full_size_state_dict_equals_official_key_list(size, kwargs):
+    """Every key and shape of the official checkpoint's UNet + Resampler, and nothing else."""
+    with torch.device("meta"):
+        ours = _key_lines(LvdmUNet(**kwargs), Resampler())
+    official = (FIXTURES / f"keys_{size}.txt").read_text().splitlines()
+    assert len(ours) == len(official) == len(set(official))
+    missing, unexpected = sorted(set(official) - set(ours)), sorted(set(ours) - set(official))
+    assert not missing and not unexpected, (missing[:5], unexpected[:5])
+
+
+def _tiny():
+    cfg = json.loads((FIXTURES / "tiny_config.json").read_text())
+    u, r = cfg["unet"], cfg["resampler"]
+    unet = LvdmUNet(
+        in_channels=u["in_channels"],
+        out_channels=u["out_channels"],
+        model_channels=u["model_channels"],
+        channel_mult=u["channel_mult"],
+        num_res_blocks=u["num_res_blocks"],
+        attention_resolutions=u["attention_resolutions"],
+        num_head_channels=u["num_head_channels"],
+        context_dim=u["context_dim"],
+        image_scale_learnable=u["image_cross_attention_scale_learnable"],
+        default_fs=u["default_fs"],
+    )
+    resampler = Resampler(**r)
+    weights = {k: v.float() for k, v in load_file(FIXTURES / "tiny_weights.safetensors").items()}
+    for module, prefix in ((unet, UNET_PREFIX), (resampler, PROJ_PREFIX)):
+        sd = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+        module.load_state_dict(sd, strict=True)
+    return unet.eval(), resampler.eval(), load_file(FIXTURES / "tiny_io.safetensors")
+
+
+@torch.no_grad()
+def test_tiny_unet_reproduces_official_outputs():
+    unet, _, io = _tiny()
+    out = unet(io["x"], io["t"], io["context"], fs=io["fs"])
+    assert (out - io["out"]).abs().max() < 1e-5
+    # image tokens shared by all frames, default frame stride: the other context branch
+    shared = unet(io["x"], io["t"], io["context_shared"])
+    assert (shared - io["out_shared_default_fs"]).abs().max() < 1e-5
+    # the two reference outputs differ, so each comparison checks its own branch
+    assert (io["out"] - io["out_shared_default_fs"]).abs().max() > 1e-2
+
+
+@torch.no_grad()
+def test_tiny_resampler_reproduces_official_outputs():
+    _, resampler, io = _tiny()
+    out = resampler(io["clip_tokens"])
+    assert out.shape == io["resampler_out"].shape
+    assert (out - io["resampler_out"]).abs().max() < 1e-5
+
+
+@pytest.mark.slow  # about 15 s on the shared CPU
+def test_gradient_checkpointing_gives_the_same_gradients():
+    unet, _, io = _tiny()
+    grads = []
+    for flag in (False, True):
+        unet.gradient_checkpointing = flag
+        unet.zero_grad()
+        unet(io["x"], io["t"], io["context"], fs=io["fs"]).square().mean().backward()
+        grads.append(unet.input_blocks[0][0].weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
