@@ -1,0 +1,258 @@
+"""DynamiCrafter adapter: the lvdm UNet + Resampler as a denoiser on a VP schedule.
+
+The adapter alone knows the parameterisation (DESIGN principle 5). Loss and samplers call
+
+    x0_hat = denoiser(x_t, t, cond)        # x_t [B, F, C, h, w], t [B] integer VP steps
+
+with x_t = alpha_t x0 + sigma_t eps (``VPSchedule``). The network predicts eps (DynamiCrafter 256)
+or v = alpha eps - sigma x0 (512 / 1024), fixed by ``schedule.prediction``:
+
+    eps: x0_hat = (x_t - sigma eps_hat) / alpha        v: x0_hat = alpha x_t - sigma v_hat
+
+Conditioning as ``lvdm.models.ddpm3d.LatentVisualDiffusion`` (hybrid): the condition frame's scaled
+latent repeated over frames and concatenated on channels; cross-attention context = 77 text tokens
+then the Resampler's output for the CLIP image tokens; fps / frame stride added to the time
+embedding. Training as the reference (METHOD.md section 7): condition noise on the concat latent
+after the repeat (independent per frame copy), CFG dropout 5 % text only, 5 % both, 5 % image only
+(the image branch sees a zero image's tokens; the concat latent is kept, as the reference does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+
+from ...diffusion.cond_noise import CondNoise
+from ...diffusion.rng import Generator, randn
+from ...diffusion.schedules import VPSchedule
+from .resampler import Resampler
+from .unet import LvdmUNet
+
+
+@dataclass
+class LvdmCondition:
+    """What the lvdm UNet is conditioned on, besides x_t and t.
+
+    Attributes:
+        latent: scaled condition-frame latent [B, C, h, w].
+        text: text context [B, 77, D] (the empty prompt's when no captions are used).
+        tokens: CLIP image tokens [B, N, E] (before the Resampler).
+        null_text, null_tokens: the unconditional text context and a zero image's tokens, same
+            shapes (the reference's ``uncond_type: empty_seq`` and zero-image embedding).
+        fs: fps or frame stride [B] (long).
+        concat: per-frame concat latent [B, F, C, h, w] once condition noise has been drawn;
+            None repeats ``latent`` over the frames.
+    """
+
+    latent: Tensor
+    text: Tensor
+    tokens: Tensor
+    null_text: Tensor
+    null_tokens: Tensor
+    fs: Tensor
+    concat: Tensor | None = None
+
+    def unconditional(self) -> LvdmCondition:
+        """Guidance's null condition: empty text and zero-image tokens; the concat latent stays
+        (DynamiCrafter's inference script keeps ``c_concat`` in the unconditional branch)."""
+        return replace(self, text=self.null_text, tokens=self.null_tokens)
+
+    def repeat(self, n: int) -> LvdmCondition:
+        """Each sample repeated ``n`` times along the batch."""
+        return LvdmCondition(
+            *(None if v is None else v.repeat_interleave(n, dim=0) for v in vars(self).values())
+        )
+
+
+class LvdmNetwork(nn.Module):
+    """The trained network: UNet and Resampler, named as the official checkpoint's prefixes
+    (``diffusion_model`` <- ``model.diffusion_model``, ``image_proj_model``)."""
+
+    def __init__(self, diffusion_model: LvdmUNet, image_proj_model: Resampler):
+        super().__init__()
+        self.diffusion_model, self.image_proj_model = diffusion_model, image_proj_model
+
+    def forward(self, x: Tensor, t: Tensor, text: Tensor, tokens: Tensor, fs: Tensor) -> Tensor:
+        """x [B, C_in, F, h, w], t [B], text [B, 77, D], tokens [B, N, E], fs [B] -> [B, C, F, h, w]."""
+        context = torch.cat([text.to(x.dtype), self.image_proj_model(tokens.to(x.dtype))], dim=1)
+        return self.diffusion_model(x, t, context, fs=fs)
+
+
+class LvdmDenoiser(nn.Module):
+    """A DynamiCrafter-class model exposed as D(x_t; t, cond).
+
+    Args:
+        unet: the :class:`LvdmNetwork` (trained; the EMA and checkpoints follow this slot).
+        vae: a diffusers ``AutoencoderKL`` (per-frame, as ``perframe_ae``); its
+            ``config.scaling_factor`` scales latents (lvdm: 0.18215).
+        image_encoder: condition frames [B, 3, H, W] in [-1, 1] -> tokens [B, N, E] (open_clip
+            ViT-H-14 all 257 tokens for the real model; a small stand-in for the tiny one).
+        null_text: [77, D] text context of the empty prompt (captions are not used yet).
+        schedule: a ``VPSchedule`` with the model's prediction (eps or v).
+        num_frames: frames per clip when ``encode_condition`` is not told (temporal length).
+        fs: default fps / frame stride (DynamiCrafter 256: stride 3; 512: fps 24; 1024: fps 10).
+        uncond_prob: the reference's ``uncond_prob`` p: text dropped for u < 2p, image for
+            p <= u < 3p (u uniform per sample), so 5 % each of text only, both, image only.
+        noise_tokens: also apply the condition noise to the CLIP tokens (VideoCrafter1's TimeNoise).
+    """
+
+    def __init__(
+        self,
+        unet: LvdmNetwork,
+        vae: nn.Module,
+        image_encoder: nn.Module,
+        null_text: Tensor,
+        schedule: VPSchedule,
+        num_frames: int = 16,
+        fs: int = 24,
+        uncond_prob: float = 0.05,
+        noise_tokens: bool = False,
+        freeze_vae: bool = True,
+        freeze_image_encoder: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(schedule, VPSchedule):
+            raise TypeError(f"lvdm models use a VPSchedule, got {type(schedule).__name__}")
+        if schedule.prediction == "eps" and schedule.rescale_zero_terminal_snr:
+            raise ValueError("eps prediction cannot reach x0 at zero terminal SNR (alpha = 0)")
+        if not 0.0 <= uncond_prob <= 1.0 / 3.0:
+            raise ValueError(f"uncond_prob must be in [0, 1/3], got {uncond_prob}")
+        self.unet, self.vae, self.image_encoder = unet, vae, image_encoder
+        self.register_buffer("null_text", null_text.detach().clone(), persistent=False)
+        self.schedule = schedule
+        self.num_frames, self.fs = int(num_frames), int(fs)
+        self.uncond_prob, self.noise_tokens = float(uncond_prob), bool(noise_tokens)
+        if freeze_vae:
+            vae.requires_grad_(False).eval()
+        if freeze_image_encoder:
+            image_encoder.requires_grad_(False).eval()
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters the optimiser owns (frozen VAE and image encoder excluded)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in (self.vae, self.image_encoder):  # frozen encoders stay in eval mode
+            if not any(p.requires_grad for p in module.parameters()):
+                module.eval()
+        return self
+
+    @torch.no_grad()
+    def encode_video(
+        self, video: Tensor, names: list[str] | None = None, generator: Generator = None
+    ) -> Tensor:
+        """Frames [B, F, 3, H, W] in [-1, 1] -> scaled latents [B, F, C, h, w] (posterior draw)."""
+        B, F = video.shape[:2]
+        dist = self.vae.encode(video.flatten(0, 1).to(self.vae.dtype)).latent_dist
+        z = dist.mean + dist.std * randn(
+            dist.mean.shape, generator, device=dist.mean.device, dtype=dist.mean.dtype
+        )
+        return (z * self.scaling_factor).unflatten(0, (B, F)).float()
+
+    @torch.no_grad()
+    def decode_video(self, latents: Tensor) -> Tensor:
+        """Scaled latents [B, F, C, h, w] -> frames [B, F, 3, H, W] in [-1, 1], frame by frame."""
+        z = (latents / self.scaling_factor).flatten(0, 1).to(self.vae.dtype)
+        frames = self.vae.decode(z).sample
+        return frames.unflatten(0, latents.shape[:2]).float().clamp(-1, 1)
+
+    def encode_condition(
+        self,
+        cond_frame: Tensor,
+        fps: Tensor | None = None,
+        generator: Generator = None,
+        num_frames: int | None = None,
+        **_,
+    ) -> LvdmCondition:
+        """Clean condition for frames [B, 3, H, W] in [-1, 1]. ``fps`` [B]: the model's fps or
+        frame stride (None: the default). ``num_frames`` is accepted for the shared adapter
+        interface and unused (lvdm has no temporal compression)."""
+        B, device = cond_frame.shape[0], cond_frame.device
+        with torch.no_grad():
+            dist = self.vae.encode(cond_frame.to(self.vae.dtype)).latent_dist
+            # the reference conditions on a posterior sample of the clip's own frame; the mode
+            # here keeps the clean condition deterministic
+            latent = (dist.mode() * self.scaling_factor).float()
+        frozen = not any(p.requires_grad for p in self.image_encoder.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            both = self.image_encoder(torch.cat([cond_frame, torch.zeros_like(cond_frame)]))
+        tokens, null_tokens = both.float().chunk(2)
+        fs = torch.full((B,), self.fs) if fps is None else torch.as_tensor(fps)
+        text = self.null_text[None].expand(B, -1, -1).to(device)
+        return LvdmCondition(
+            latent=latent,
+            text=text,
+            tokens=tokens,
+            null_text=text,
+            null_tokens=null_tokens,
+            fs=fs.round().long().to(device).expand(B).clone(),
+        )
+
+    def sampling_condition(
+        self,
+        cond_frame: Tensor,
+        fps: Tensor | None = None,
+        generator: Generator = None,
+        num_frames: int | None = None,
+        **_,
+    ) -> LvdmCondition:
+        """The sampling condition: clean (DynamiCrafter adds no inference noise augmentation)."""
+        return self.encode_condition(cond_frame, fps)
+
+    def training_condition(
+        self,
+        cond: LvdmCondition,
+        t_norm: Tensor,
+        cond_noise: CondNoise,
+        generator: Generator = None,
+    ) -> LvdmCondition:
+        """Condition noise on the repeated concat latent (one draw per frame copy), optionally on
+        the CLIP tokens, then the reference's CFG dropout."""
+        frames = self.num_frames
+        repeated = cond.latent[:, None].expand(-1, frames, -1, -1, -1)
+        concat, beta = cond_noise.apply(repeated, t_norm, generator=generator)
+        tokens = cond.tokens
+        if self.noise_tokens:
+            tokens = cond_noise.add_noise(tokens, beta, generator)
+        text = cond.text
+        if self.uncond_prob > 0:
+            p, B = self.uncond_prob, cond.latent.shape[0]
+            u = _uniform(B, generator, cond.latent.device)
+            drop_text = (u < 2 * p).view(-1, 1, 1)
+            drop_image = ((u >= p) & (u < 3 * p)).view(-1, 1, 1)
+            text = torch.where(drop_text, cond.null_text, text)
+            tokens = torch.where(drop_image, cond.null_tokens, tokens)
+        return replace(cond, concat=concat, text=text, tokens=tokens)
+
+    def forward(self, x: Tensor, t: Tensor, cond: LvdmCondition) -> Tensor:
+        """x0 prediction [B, F, C, h, w] for x_t [B, F, C, h, w] at integer VP steps t [B]."""
+        F = x.shape[1]
+        concat = cond.concat
+        if concat is None:
+            concat = cond.latent[:, None].expand(-1, F, -1, -1, -1)
+        elif concat.shape[1] != F:
+            raise ValueError(
+                f"the condition was noised for {concat.shape[1]} frames (num_frames), x has {F}"
+            )
+        inp = torch.cat([x, concat.to(x.dtype)], dim=2).transpose(1, 2)  # [B, 2C, F, h, w]
+        out = self.unet(inp, t.to(x.dtype), cond.text, cond.tokens, cond.fs).transpose(1, 2)
+        alpha, sigma = self.schedule.alpha_sigma(t.to(x.dtype))
+        alpha, sigma = alpha.view(-1, 1, 1, 1, 1), sigma.view(-1, 1, 1, 1, 1)
+        if self.schedule.prediction == "v":
+            return alpha * x - sigma * out
+        return (x - sigma * out) / alpha
+
+
+def _uniform(n: int, generator: Generator, device) -> Tensor:
+    """[n] uniforms in [0, 1) drawn from the injected generator(s)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        g_device = device if generator is None else generator.device
+        return torch.rand(n, generator=generator, device=g_device).to(device)
+    return torch.stack([torch.rand((), generator=g, device=g.device) for g in generator]).to(device)
