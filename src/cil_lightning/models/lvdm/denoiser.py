@@ -75,7 +75,8 @@ class LvdmNetwork(nn.Module):
         self.diffusion_model, self.image_proj_model = diffusion_model, image_proj_model
 
     def forward(self, x: Tensor, t: Tensor, text: Tensor, tokens: Tensor, fs: Tensor) -> Tensor:
-        """x [B, C_in, F, h, w], t [B], text [B, 77, D], tokens [B, N, E], fs [B] -> [B, C, F, h, w]."""
+        """x [B, C_in, F, h, w], t [B], text [B, 77, D], tokens [B, N, E], fs [B]
+        -> [B, C, F, h, w]."""
         context = torch.cat([text.to(x.dtype), self.image_proj_model(tokens.to(x.dtype))], dim=1)
         return self.diffusion_model(x, t, context, fs=fs)
 
