@@ -93,11 +93,15 @@ class LvdmDenoiser(nn.Module):
         null_text: [77, D] text context of the empty prompt (captions are not used yet).
         schedule: a ``VPSchedule`` with the model's prediction (eps or v).
         num_frames: frames per clip when ``encode_condition`` is not told (temporal length).
-        fs: default fps / frame stride (DynamiCrafter 256: stride 3; 512: fps 24; 1024: fps 10).
+        fps: default fps / frame stride fed as ``fs`` (DynamiCrafter 256: stride 3; 512: fps 24;
+            1024: fps 10); the tasks read it as ``denoiser.fps``.
         uncond_prob: the reference's ``uncond_prob`` p: text dropped for u < 2p, image for
             p <= u < 3p (u uniform per sample), so 5 % each of text only, both, image only.
         noise_tokens: also apply the condition noise to the CLIP tokens (VideoCrafter1's TimeNoise).
     """
+
+    #: no motion bucket in lvdm; the sample and diagnose tasks read the attribute
+    motion_bucket_id = 0.0
 
     def __init__(
         self,
@@ -107,7 +111,7 @@ class LvdmDenoiser(nn.Module):
         null_text: Tensor,
         schedule: VPSchedule,
         num_frames: int = 16,
-        fs: int = 24,
+        fps: float = 24,
         uncond_prob: float = 0.05,
         noise_tokens: bool = False,
         freeze_vae: bool = True,
@@ -123,7 +127,7 @@ class LvdmDenoiser(nn.Module):
         self.unet, self.vae, self.image_encoder = unet, vae, image_encoder
         self.register_buffer("null_text", null_text.detach().clone(), persistent=False)
         self.schedule = schedule
-        self.num_frames, self.fs = int(num_frames), int(fs)
+        self.num_frames, self.fps = int(num_frames), float(fps)
         self.uncond_prob, self.noise_tokens = float(uncond_prob), bool(noise_tokens)
         if freeze_vae:
             vae.requires_grad_(False).eval()
@@ -185,7 +189,7 @@ class LvdmDenoiser(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             both = self.image_encoder(torch.cat([cond_frame, torch.zeros_like(cond_frame)]))
         tokens, null_tokens = both.float().chunk(2)
-        fs = torch.full((B,), self.fs) if fps is None else torch.as_tensor(fps)
+        fs = torch.full((B,), self.fps) if fps is None else torch.as_tensor(fps)
         text = self.null_text[None].expand(B, -1, -1).to(device)
         return LvdmCondition(
             latent=latent,

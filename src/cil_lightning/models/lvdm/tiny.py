@@ -57,7 +57,7 @@ def tiny_dynamicrafter(
             attention_resolutions=attention_resolutions,
             num_head_channels=num_head_channels,
             context_dim=context_dim,
-            default_fs=kwargs.get("fs", 24),
+            default_fs=round(kwargs.get("fps", 24)),
             image_tokens_per_frame=4,
         )
         resampler = Resampler(
