@@ -9,6 +9,9 @@ or v = alpha eps - sigma x0 (512 / 1024), fixed by ``schedule.prediction``:
 
     eps: x0_hat = (x_t - sigma eps_hat) / alpha        v: x0_hat = alpha x_t - sigma v_hat
 
+(with the 512/1024 models' dynamic rescale the data is s_t x0, ``schedule.py``; v then gives
+x0_hat = (alpha x_t - sigma v_hat) / s_t with the unscaled alpha).
+
 Conditioning as ``lvdm.models.ddpm3d.LatentVisualDiffusion`` (hybrid): the condition frame's scaled
 latent repeated over frames and concatenated on channels; cross-attention context = 77 text tokens
 then the Resampler's output for the CLIP image tokens; fps / frame stride added to the time
@@ -250,9 +253,16 @@ class LvdmDenoiser(nn.Module):
         out = self.unet(inp, t.to(x.dtype), cond.text, cond.tokens, cond.fs).transpose(1, 2)
         alpha, sigma = self.schedule.alpha_sigma(t.to(x.dtype))
         alpha, sigma = alpha.view(-1, 1, 1, 1, 1), sigma.view(-1, 1, 1, 1, 1)
-        if self.schedule.prediction == "v":
-            return alpha * x - sigma * out
-        return (x - sigma * out) / alpha
+        if self.schedule.prediction == "eps":
+            return (x - sigma * out) / alpha
+        # v of the (dynamically rescaled) data s x0: alpha here is alpha_t s_t (schedule.py)
+        s = self._data_scale(t).to(x.dtype).view(-1, 1, 1, 1, 1)
+        return ((alpha / s) * x - sigma * out) / s
+
+    def _data_scale(self, t: Tensor) -> Tensor:
+        """s_t of a ``DynamicRescaleVPSchedule`` (ones for a plain VP schedule). [B]."""
+        data_scale = getattr(self.schedule, "data_scale", None)
+        return torch.ones_like(t, dtype=torch.float32) if data_scale is None else data_scale(t)
 
 
 def _uniform(n: int, generator: Generator, device) -> Tensor:
