@@ -32,7 +32,7 @@ def test_full_size_state_dict_equals_official_key_list(size, kwargs):
     with torch.device("meta"):
         ours = _key_lines(LvdmUNet(**kwargs), Resampler())
     official = (FIXTURES / f"keys_{size}.txt").read_text().splitlines()
-    assert len(ours) == len(official) == len(set(official))
+    assert ours == official  # the same keys and shapes, in the same (state-dict) order
     missing, unexpected = sorted(set(official) - set(ours)), sorted(set(ours) - set(official))
     assert not missing and not unexpected, (missing[:5], unexpected[:5])
 

@@ -9,6 +9,8 @@ softmax, to fp32 rounding).
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -194,16 +196,14 @@ class TemporalTransformer(nn.Module):
         inner = heads * dim_head
         self.linear = linear
         self.norm = nn.GroupNorm(32, channels, eps=1e-6)
-        if linear:
-            self.proj_in, self.proj_out = nn.Linear(channels, inner), nn.Linear(inner, channels)
-        else:
-            self.proj_in, self.proj_out = (
-                nn.Conv1d(channels, inner, 1),
-                nn.Conv1d(inner, channels, 1),
-            )
+        # 1x1 convolutions are the same maths as linear layers, with a trailing kernel axis
+        layer = nn.Linear if linear else partial(nn.Conv1d, kernel_size=1)
+        # registration order as the reference's, so an exported state dict lists keys as its does
+        self.proj_in = layer(channels, inner)
         self.transformer_blocks = nn.ModuleList(
             [TransformerBlock(inner, heads, dim_head, None, dropout)]
         )
+        self.proj_out = layer(inner, channels)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 

@@ -10,7 +10,7 @@ first missing or unexpected key and the file, before any training.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -80,24 +80,35 @@ def load_official(
     state = read_state_dict(source) if isinstance(source, (str, Path)) else source
     mapped = network_state_from_official(state)
     expected = network.state_dict()
-    official = to_official_key
-    missing = [k for k in expected if k not in mapped]
+    check_keys(expected, mapped, where, to_official_key)
+    network.load_state_dict(mapped, strict=True)
+    return network
+
+
+def check_keys(
+    expected: Mapping[str, Tensor],
+    got: Mapping[str, Tensor],
+    where: str,
+    name: Callable[[str], str] = str,
+) -> None:
+    """Raise :class:`CheckpointKeyError` naming the first missing key (in ``expected``'s order),
+    else the first unexpected one, else the first shape mismatch; ``name`` maps a key to the
+    name the user's file spells."""
+    missing = [k for k in expected if k not in got]
     if missing:
         raise CheckpointKeyError(
-            f"{where}: missing key {official(missing[0])!r} "
+            f"{where}: missing key {name(missing[0])!r} "
             f"({len(missing)} of {len(expected)} missing; wrong model or truncated file?)"
         )
-    unexpected = [k for k in mapped if k not in expected]
+    unexpected = [k for k in got if k not in expected]
     if unexpected:
         raise CheckpointKeyError(
-            f"{where}: unexpected key {official(unexpected[0])!r} "
+            f"{where}: unexpected key {name(unexpected[0])!r} "
             f"({len(unexpected)} unexpected; a checkpoint of a different configuration?)"
         )
     for k, v in expected.items():
-        if tuple(mapped[k].shape) != tuple(v.shape):
+        if tuple(got[k].shape) != tuple(v.shape):
             raise CheckpointKeyError(
-                f"{where}: key {official(k)!r} has shape {tuple(mapped[k].shape)}, "
+                f"{where}: key {name(k)!r} has shape {tuple(got[k].shape)}, "
                 f"the network expects {tuple(v.shape)} (a different model size?)"
             )
-    network.load_state_dict(mapped, strict=True)
-    return network
