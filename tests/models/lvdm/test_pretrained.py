@@ -11,7 +11,9 @@ from cil_lightning.models.lvdm.official import (
     official_state_from_network,
 )
 from cil_lightning.models.lvdm.pretrained import (
+    load_dynamicrafter,
     load_official_vae,
+    lvdm_encoders,
     lvdm_network,
     lvdm_vae,
     vae_state_from_official,
@@ -65,3 +67,26 @@ def test_truncated_full_size_checkpoint_fails_naming_the_key():
     del official["first_stage_model.decoder.mid.attn_1.q.weight"]
     with pytest.raises(CheckpointKeyError, match=r"dc512\.ckpt: missing key 'decoder\.mid_block"):
         load_official_vae(vae, official, "dc512.ckpt")
+
+
+ALL_KEYS = ("keys_512.txt", "keys_vae.txt", "keys_clip.txt")
+
+
+def test_encoders_hold_exactly_the_official_encoder_keys():
+    official = _official_meta_state("keys_clip.txt")
+    text, image = lvdm_encoders()
+    ours = {f"cond_stage_model.{k}": v for k, v in text.state_dict().items()}
+    ours |= {f"embedder.{k}": v for k, v in image.state_dict().items()}
+    assert set(ours) == set(official)
+    assert all(ours[k].shape == v.shape for k, v in official.items())
+
+
+def test_whole_official_checkpoint_loads_and_a_missing_encoder_key_is_named():
+    official = _official_meta_state(*ALL_KEYS)
+    official["scale_arr"] = torch.empty(1400, device="meta")  # other buffers are ignored
+    network, vae, text, _ = load_dynamicrafter(official, size=512)
+    assert network.diffusion_model.out[2].weight.shape == (4, 320, 3, 3)
+    assert text.model.attn_mask.shape == (77, 77) and text.model.attn_mask.device.type == "cpu"
+    del official["embedder.model.visual.transformer.resblocks.31.mlp.c_proj.bias"]
+    with pytest.raises(CheckpointKeyError, match=r"missing key 'embedder\.model\.visual"):
+        load_dynamicrafter(official, size=512)

@@ -68,9 +68,13 @@ def official_state_from_network(network: nn.Module) -> dict[str, Tensor]:
 
 
 def load_official(
-    network: nn.Module, source: str | Path | Mapping[str, Tensor], name: str | None = None
+    network: nn.Module,
+    source: str | Path | Mapping[str, Tensor],
+    name: str | None = None,
+    assign: bool = False,
 ) -> nn.Module:
-    """Load an official checkpoint (path or state dict) into ``network`` strictly.
+    """Load an official checkpoint (path or state dict) into ``network`` strictly
+    (``assign``: take the tensors themselves, for a network built on the meta device).
 
     Raises:
         CheckpointKeyError: naming the first missing key (in the network's order), else the first
@@ -81,7 +85,7 @@ def load_official(
     mapped = network_state_from_official(state)
     expected = network.state_dict()
     check_keys(expected, mapped, where, to_official_key)
-    network.load_state_dict(mapped, strict=True)
+    network.load_state_dict(mapped, strict=True, assign=assign)
     return network
 
 
