@@ -89,3 +89,12 @@ def test_unexpected_key_and_wrong_shape_fail_by_name():
     state["image_proj_model.proj_in.weight"] = torch.zeros(5, 5)
     with pytest.raises(CheckpointKeyError, match="image_proj_model.proj_in.weight' has shape"):
         load_official(net, state)
+
+
+def test_missing_or_unreadable_file_is_named(tmp_path):
+    _, net, _ = _network()
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*absent.ckpt"):
+        load_official(net, tmp_path / "absent.ckpt")
+    (tmp_path / "cut.ckpt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CheckpointKeyError, match="cut.ckpt: not a readable checkpoint"):
+        load_official(net, tmp_path / "cut.ckpt")

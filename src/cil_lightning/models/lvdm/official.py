@@ -32,11 +32,19 @@ class CheckpointKeyError(KeyError):
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """The ``state_dict`` of an official ``.ckpt`` (or a bare one, or a safetensors file)."""
     path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {path} (lvdm models load local files only: put the official "
+            "model.ckpt there or point the model's `ckpt` at it)"
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(path)
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return load_file(path)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # a truncated or foreign file: name it
+        raise CheckpointKeyError(f"{path}: not a readable checkpoint ({err})") from err
     return ckpt.get("state_dict", ckpt)
 
 

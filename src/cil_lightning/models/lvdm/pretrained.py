@@ -137,6 +137,7 @@ def dynamicrafter(
     schedule: VPSchedule | None = None,
     num_frames: int = 16,
     fps: float | None = None,
+    gradient_checkpointing: bool = False,
     **kwargs,
 ) -> LvdmDenoiser:
     """An official DynamiCrafter checkpoint as our adapter (``kwargs``: :class:`LvdmDenoiser`).
@@ -147,6 +148,7 @@ def dynamicrafter(
     from .schedule import DynamicRescaleVPSchedule
 
     network, vae, text, image = load_dynamicrafter(ckpt, size)
+    network.diffusion_model.gradient_checkpointing = bool(gradient_checkpointing)
     if schedule is None:
         if size == 256:
             schedule = VPSchedule(prediction="eps")
