@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -25,7 +27,7 @@ class _Oracle(nn.Module):
         self.x0, self.eps, self.schedule = x0, eps, schedule
         self.seen = []
 
-    def forward(self, inp, t, text, tokens, fs):
+    def forward(self, inp, t, text, tokens, fs, *image):
         self.seen.append((inp, t, fs))
         alpha, sigma = (a.view(-1, 1, 1, 1, 1) for a in self.schedule.alpha_sigma(t))
         if self.schedule.prediction == "eps":
@@ -132,3 +134,44 @@ def test_encode_decode_and_condition_shapes(tiny):
     assert cond.fs.tolist() == [8, 10] and cond.text.shape == (2, 77, 32)
     x0_hat = tiny(z, torch.tensor([10.0, 500.0]), cond)
     assert x0_hat.shape == z.shape and torch.isfinite(x0_hat).all()
+
+
+def test_clip_type_2_replaces_the_image_context_by_noise_per_batch(tiny):
+    g = torch.Generator().manual_seed(4)
+    cond = _cond(3, g)
+    tiny.uncond_prob, tiny.image_noise = 0.0, "replace"
+    try:
+        tiny.replace_prob = 1.0
+        out = tiny.training_condition(cond, torch.zeros(3), NoCondNoise(), g)
+        assert out.image_replace.shape == (3, 4 * 3, 32)  # Q = 4 queries x 3 frames, D = 32
+        assert 0.8 < float(out.image_replace.std()) < 1.2 and out.image_noise is None
+        tiny.replace_prob = 0.0
+        assert tiny.training_condition(cond, torch.zeros(3), NoCondNoise(), g).image_replace is None
+    finally:
+        tiny.image_noise, tiny.replace_prob = "none", 0.95
+    # the network then ignores the CLIP tokens entirely (zero-initialised layers made random, so
+    # that the image context reaches the output)
+    net = copy.deepcopy(tiny.unet).eval()
+    for p in net.parameters():
+        if not p.detach().any():
+            p.data.copy_(0.1 * torch.randn(p.shape, generator=g))
+    x, t, fs = torch.randn(3, 8, 3, 4, 4, generator=g), torch.tensor([5.0, 50.0, 500.0]), cond.fs
+    text = torch.randn(3, 77, 32, generator=g)
+    tok_a, tok_b = torch.randn(3, 16, 48, generator=g), torch.randn(3, 16, 48, generator=g)
+    with torch.no_grad():
+        a = net(x, t, text, tok_a, fs, image_replace=out.image_replace)
+        b = net(x, t, text, tok_b, fs, image_replace=out.image_replace)
+        c = net(x, t, text, tok_b, fs)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_clip_type_1_adds_condition_noise_to_the_image_context(tiny):
+    g = torch.Generator().manual_seed(6)
+    tiny.uncond_prob, tiny.image_noise = 0.0, "timenoise"
+    try:
+        law = TimeNoise(beta_m=100.0, a=5.0)
+        out = tiny.training_condition(_cond(3, g), torch.full((3,), 0.99), law, g)
+    finally:
+        tiny.image_noise = "none"
+    assert out.image_replace is None and out.image_noise.shape == (3, 12, 32)
+    assert float(out.image_noise.std()) > 5.0  # beta near beta_m at t near 1

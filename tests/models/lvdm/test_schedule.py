@@ -42,7 +42,7 @@ def test_noising_is_the_reference_process_of_scaled_data(base_scale):
 
 def _oracle_adapter(sched, v_of):
     class Net(torch.nn.Module):
-        def forward(self, inp, t, text, tokens, fs):
+        def forward(self, inp, t, text, tokens, fs, *image):
             return v_of(t).transpose(1, 2)
 
     tiny = tiny_dynamicrafter(num_frames=2)

@@ -47,6 +47,9 @@ class LvdmCondition:
         fs: fps or frame stride [B] (long).
         concat: per-frame concat latent [B, F, C, h, w] once condition noise has been drawn;
             None repeats ``latent`` over the frames.
+        image_noise: [B, Q, D] added to the Resampler's output (training with ``image_noise=
+            "timenoise"``), or None.
+        image_replace: [B, Q, D] used in place of the Resampler's output (``"replace"``), or None.
     """
 
     latent: Tensor
@@ -56,6 +59,8 @@ class LvdmCondition:
     null_tokens: Tensor
     fs: Tensor
     concat: Tensor | None = None
+    image_noise: Tensor | None = None
+    image_replace: Tensor | None = None
 
     def unconditional(self) -> LvdmCondition:
         """Guidance's null condition: empty text and zero-image tokens; the concat latent stays
@@ -77,10 +82,26 @@ class LvdmNetwork(nn.Module):
         super().__init__()
         self.diffusion_model, self.image_proj_model = diffusion_model, image_proj_model
 
-    def forward(self, x: Tensor, t: Tensor, text: Tensor, tokens: Tensor, fs: Tensor) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        text: Tensor,
+        tokens: Tensor,
+        fs: Tensor,
+        image_noise: Tensor | None = None,
+        image_replace: Tensor | None = None,
+    ) -> Tensor:
         """x [B, C_in, F, h, w], t [B], text [B, 77, D], tokens [B, N, E], fs [B]
-        -> [B, C, F, h, w]."""
-        context = torch.cat([text.to(x.dtype), self.image_proj_model(tokens.to(x.dtype))], dim=1)
+        -> [B, C, F, h, w]. ``image_noise`` is added to / ``image_replace`` replaces the
+        Resampler's output [B, Q, D] (the reference's ``clip_type`` 1 / 2)."""
+        if image_replace is not None:
+            image = image_replace.to(x.dtype)
+        else:
+            image = self.image_proj_model(tokens.to(x.dtype))
+            if image_noise is not None:
+                image = image + image_noise.to(x.dtype)
+        context = torch.cat([text.to(x.dtype), image], dim=1)
         return self.diffusion_model(x, t, context, fs=fs)
 
 
@@ -100,7 +121,11 @@ class LvdmDenoiser(nn.Module):
             1024: fps 10); the tasks read it as ``denoiser.fps``.
         uncond_prob: the reference's ``uncond_prob`` p: text dropped for u < 2p, image for
             p <= u < 3p (u uniform per sample), so 5 % each of text only, both, image only.
-        noise_tokens: also apply the condition noise to the CLIP tokens (VideoCrafter1's TimeNoise).
+        image_noise: what training does to the image context (the Resampler's output), as the
+            TimeNoise reference's ``clip_type``: ``"none"``; ``"timenoise"`` (1: the condition
+            noise law with its own draw of beta); ``"replace"`` (2: pure N(0, I) in place of it
+            in a fraction ``replace_prob`` of batches, one draw per batch; the 512 reference).
+        replace_prob: that fraction (reference: 0.95).
     """
 
     #: no motion bucket in lvdm; the sample and diagnose tasks read the attribute
@@ -116,7 +141,8 @@ class LvdmDenoiser(nn.Module):
         num_frames: int = 16,
         fps: float = 24,
         uncond_prob: float = 0.05,
-        noise_tokens: bool = False,
+        image_noise: str = "none",
+        replace_prob: float = 0.95,
         freeze_vae: bool = True,
         freeze_image_encoder: bool = True,
     ) -> None:
@@ -131,7 +157,12 @@ class LvdmDenoiser(nn.Module):
         self.register_buffer("null_text", null_text.detach().clone(), persistent=False)
         self.schedule = schedule
         self.num_frames, self.fps = int(num_frames), float(fps)
-        self.uncond_prob, self.noise_tokens = float(uncond_prob), bool(noise_tokens)
+        if image_noise not in ("none", "timenoise", "replace"):
+            raise ValueError(f"image_noise must be none, timenoise or replace, got {image_noise!r}")
+        if not 0.0 <= replace_prob <= 1.0:
+            raise ValueError(f"replace_prob must be in [0, 1], got {replace_prob}")
+        self.uncond_prob, self.image_noise = float(uncond_prob), image_noise
+        self.replace_prob = float(replace_prob)
         if freeze_vae:
             vae.requires_grad_(False).eval()
         if freeze_image_encoder:
@@ -226,9 +257,15 @@ class LvdmDenoiser(nn.Module):
         frames = self.num_frames
         repeated = cond.latent[:, None].expand(-1, frames, -1, -1, -1)
         concat, beta = cond_noise.apply(repeated, t_norm, generator=generator)
-        tokens = cond.tokens
-        if self.noise_tokens:
-            tokens = cond_noise.add_noise(tokens, beta, generator)
+        tokens, image_noise, image_replace = cond.tokens, None, None
+        if self.image_noise != "none":
+            proj = self.unet.image_proj_model
+            shape = (cond.latent.shape[0], proj.latents.shape[1], proj.norm_out.normalized_shape[0])
+            zeros = torch.zeros(shape, device=cond.latent.device)
+            if self.image_noise == "timenoise":
+                image_noise, _ = cond_noise.apply(zeros, t_norm, generator=generator)
+            elif float(_uniform(1, _first(generator), cond.latent.device)) < self.replace_prob:
+                image_replace = randn(shape, generator, device=cond.latent.device)
         text = cond.text
         if self.uncond_prob > 0:
             p, B = self.uncond_prob, cond.latent.shape[0]
@@ -237,7 +274,14 @@ class LvdmDenoiser(nn.Module):
             drop_image = ((u >= p) & (u < 3 * p)).view(-1, 1, 1)
             text = torch.where(drop_text, cond.null_text, text)
             tokens = torch.where(drop_image, cond.null_tokens, tokens)
-        return replace(cond, concat=concat, text=text, tokens=tokens)
+        return replace(
+            cond,
+            concat=concat,
+            text=text,
+            tokens=tokens,
+            image_noise=image_noise,
+            image_replace=image_replace,
+        )
 
     def forward(self, x: Tensor, t: Tensor, cond: LvdmCondition) -> Tensor:
         """x0 prediction [B, F, C, h, w] for x_t [B, F, C, h, w] at integer VP steps t [B]."""
@@ -250,7 +294,8 @@ class LvdmDenoiser(nn.Module):
                 f"the condition was noised for {concat.shape[1]} frames (num_frames), x has {F}"
             )
         inp = torch.cat([x, concat.to(x.dtype)], dim=2).transpose(1, 2)  # [B, 2C, F, h, w]
-        out = self.unet(inp, t.to(x.dtype), cond.text, cond.tokens, cond.fs).transpose(1, 2)
+        image = (cond.image_noise, cond.image_replace)
+        out = self.unet(inp, t.to(x.dtype), cond.text, cond.tokens, cond.fs, *image).transpose(1, 2)
         alpha, sigma = self.schedule.alpha_sigma(t.to(x.dtype))
         alpha, sigma = alpha.view(-1, 1, 1, 1, 1), sigma.view(-1, 1, 1, 1, 1)
         if self.schedule.prediction == "eps":
@@ -271,3 +316,8 @@ def _uniform(n: int, generator: Generator, device) -> Tensor:
         g_device = device if generator is None else generator.device
         return torch.rand(n, generator=generator, device=g_device).to(device)
     return torch.stack([torch.rand((), generator=g, device=g.device) for g in generator]).to(device)
+
+
+def _first(generator: Generator) -> Generator:
+    """The generator of a per-batch draw: the first of per-sample generators."""
+    return generator[0] if isinstance(generator, (list, tuple)) else generator
