@@ -1,6 +1,16 @@
-"""DynamiCrafter / VideoCrafter1 (the lvdm code base): our UNet, Resampler and adapter."""
+"""DynamiCrafter (the lvdm code base): our UNet, Resampler, encoders, adapter and loaders."""
 
+from .denoiser import LvdmCondition, LvdmDenoiser, LvdmNetwork
+from .pretrained import dynamicrafter, load_dynamicrafter
 from .resampler import Resampler
 from .unet import LvdmUNet
 
-__all__ = ["LvdmUNet", "Resampler"]
+__all__ = [
+    "LvdmCondition",
+    "LvdmDenoiser",
+    "LvdmNetwork",
+    "LvdmUNet",
+    "Resampler",
+    "dynamicrafter",
+    "load_dynamicrafter",
+]
