@@ -98,3 +98,24 @@ def test_missing_or_unreadable_file_is_named(tmp_path):
     (tmp_path / "cut.ckpt").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(CheckpointKeyError, match="cut.ckpt: not a readable checkpoint"):
         load_official(net, tmp_path / "cut.ckpt")
+
+
+def test_export_writes_an_official_file_with_the_new_weights_and_the_rest_kept(tmp_path):
+    from cil_lightning.models.lvdm.official import export_official, read_state_dict
+
+    source = tmp_path / "official.ckpt"
+    torch.save({"state_dict": _official_file()}, source)
+    trained, fresh, _ = _network()
+    load_official(trained, source)
+    with torch.no_grad():
+        trained.diffusion_model.out[2].bias.add_(1.0)  # "fine-tuning"
+    out = export_official(trained, source, tmp_path / "export" / "model.ckpt")
+    written = read_state_dict(out)
+    original = read_state_dict(source)
+    assert set(written) == set(original)
+    assert torch.equal(written["scale_arr"], original["scale_arr"])
+    key = "model.diffusion_model.out.2.bias"
+    assert torch.equal(written[key], original[key] + 1.0)
+    load_official(fresh, out)
+    for a, b in zip(trained.state_dict().values(), fresh.state_dict().values()):
+        assert torch.equal(a, b)

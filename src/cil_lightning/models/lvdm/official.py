@@ -124,3 +124,23 @@ def check_keys(
                 f"{where}: key {name(k)!r} has shape {tuple(got[k].shape)}, "
                 f"the network expects {tuple(v.shape)} (a different model size?)"
             )
+
+
+def export_official(network: nn.Module, source: str | Path, out: str | Path) -> Path:
+    """Write ``network`` (a fine-tuned UNet + Resampler) as an official-layout ``.ckpt``.
+
+    Every other entry (VAE, encoders, schedule buffers) is copied from the official ``source``
+    file it was loaded from, so the official inference scripts load the result with
+    ``strict=True``. Returns the written path.
+    """
+    state = dict(read_state_dict(source))
+    ours = official_state_from_network(network)
+    # entries under our prefixes that the network no longer has (the 256 model's
+    # framestride_embed, written back under its current name) go
+    for k in [k for k in state if k.startswith(tuple(PREFIXES)) and k not in ours]:
+        del state[k]
+    state.update({k: v.detach().cpu().contiguous() for k, v in ours.items()})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state}, out)
+    return out
