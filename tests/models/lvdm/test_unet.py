@@ -90,3 +90,41 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         unet(io["x"], io["t"], io["context"], fs=io["fs"]).square().mean().backward()
         grads.append(unet.input_blocks[0][0].weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1])
+
+
+@torch.no_grad()
+def test_tiny_videocrafter1_unet_reproduces_the_reference_outputs():
+    """VideoCrafter1-I2V's UNet class (the TimeNoise reference's copy) is ours with 4 input
+    channels: image tokens shared by all frames, fps added to the time embedding."""
+    from .test_encoders import det_state
+
+    unet = LvdmUNet(
+        in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 1), num_res_blocks=1,
+        attention_resolutions=(1, 2), num_head_channels=8, context_dim=16, default_fs=16,
+    ).eval()  # fmt: skip
+    weights = det_state(unet)
+    weights["out.2.weight"] = 0.1 * weights["out.2.weight"]
+    unet.load_state_dict(weights, strict=True)
+    io = load_file(FIXTURES / "vc1_tiny_io.safetensors")
+    out = unet(io["x"], io["t"], io["context"], fs=io["fps"])
+    assert (out - io["out"]).abs().max() < 1e-5
+
+
+def test_videocrafter1_unet_key_list_is_dynamicrafter_512s_with_4_input_channels():
+    """Built from the reference's VideoCrafter1 class during development: 1516 keys, equal to
+    DynamiCrafter 512's UNet keys except conv_in's input width (tests/fixtures/lvdm/NOTE.md)."""
+    with torch.device("meta"):
+        ours = [
+            f"{UNET_PREFIX}{k} {tuple(v.shape)}"
+            for k, v in LvdmUNet(in_channels=4).state_dict().items()
+        ]
+    dc = [
+        line
+        for line in (FIXTURES / "keys_512.txt").read_text().splitlines()
+        if line.startswith(UNET_PREFIX)
+    ]
+    expected = [
+        line.replace("input_blocks.0.0.weight (320, 8,", "input_blocks.0.0.weight (320, 4,")
+        for line in dc
+    ]
+    assert len(ours) == 1516 and ours == expected
