@@ -1,13 +1,12 @@
 """Our open_clip 3.x encoders against DynamiCrafter's (open_clip 2.22 + kornia) on a tiny CLIP.
 
-The tiny CLIP's weights are a function of each key (``det_state``, as in
+The tiny CLIP's weights are a function of each key (``weights.det_state``, as in
 tests/fixtures/lvdm/make_encoder_fixtures.py), so only inputs' seeds and outputs are stored.
 """
 
 from __future__ import annotations
 
 import copy
-import zlib
 
 import pytest
 import torch
@@ -16,26 +15,13 @@ from safetensors.torch import load_file
 from cil_lightning.models.lvdm.encoders import OpenCLIPImageTokens, OpenCLIPTextContext
 
 from .test_unet import FIXTURES
+from .weights import det_state
 
 open_clip = pytest.importorskip("open_clip")
 
 VISION = dict(image_size=224, patch_size=14, width=32, layers=2, head_width=16)
 TEXT = dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=3)
 CAPTIONS = ["a red car drives along a coastal road at sunset", ""]
-
-
-def det_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    out = {}
-    for k, v in module.state_dict().items():
-        g = torch.Generator().manual_seed(zlib.crc32(k.encode()))
-        if v.dim() >= 2:
-            w = torch.randn(v.shape, generator=g) / v.shape[-1] ** 0.5
-        elif k.endswith("weight"):
-            w = 1.0 + 0.2 * torch.randn(v.shape, generator=g)
-        else:
-            w = 0.2 * torch.randn(v.shape, generator=g)
-        out[k] = w
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from cil_lightning.models.lvdm.denoiser import LvdmNetwork
 from cil_lightning.models.lvdm.official import (
@@ -13,7 +12,8 @@ from cil_lightning.models.lvdm.official import (
     official_state_from_network,
 )
 
-from .test_unet import FIXTURES, _tiny
+from .test_unet import PROJ_PREFIX, UNET_PREFIX, _tiny
+from .weights import det_state
 
 
 def _network():
@@ -25,8 +25,10 @@ def _network():
 
 
 def _official_file():
-    """The official tiny weights with the other prefixes a real .ckpt carries."""
-    state = {k: v.float() for k, v in load_file(FIXTURES / "tiny_weights.safetensors").items()}
+    """The tiny weights under the official prefixes, with other entries a real .ckpt carries."""
+    unet, resampler, _ = _tiny()
+    state = {UNET_PREFIX + k: v for k, v in det_state(unet).items()}
+    state |= {PROJ_PREFIX + k: v for k, v in det_state(resampler).items()}
     state["first_stage_model.encoder.conv_in.weight"] = torch.zeros(1)
     state["scale_arr"] = torch.ones(1400)
     return state
@@ -47,7 +49,9 @@ def test_official_state_dict_loads_and_reproduces_the_official_output(tmp_path):
 def test_round_trip_through_the_official_layout():
     reference, net, _ = _network()
     exported = official_state_from_network(reference)
-    assert set(exported) == set(load_file(FIXTURES / "tiny_weights.safetensors"))
+    assert set(exported) == {
+        k for k in _official_file() if k.startswith((UNET_PREFIX, PROJ_PREFIX))
+    }
     load_official(net, exported)
     for (k, a), b in zip(reference.state_dict().items(), net.state_dict().values()):
         assert torch.equal(a, b), k
@@ -60,8 +64,7 @@ def test_framestride_embed_of_the_256_model_is_renamed():
     }
     assert any("framestride_embed." in k for k in state)
     load_official(net, state)
-    w = load_file(FIXTURES / "tiny_weights.safetensors")
-    expected = w["model.diffusion_model.fps_embedding.0.weight"].float()
+    expected = _official_file()["model.diffusion_model.fps_embedding.0.weight"]
     assert torch.equal(net.diffusion_model.fps_embedding[0].weight, expected)
 
 

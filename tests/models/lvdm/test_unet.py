@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 
 from cil_lightning.models.lvdm import LvdmUNet, Resampler
 
+from .weights import det_state
+
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "lvdm"
 UNET_PREFIX, PROJ_PREFIX = "model.diffusion_model.", "image_proj_model."
 
@@ -53,10 +55,8 @@ def _tiny():
         default_fs=u["default_fs"],
     )
     resampler = Resampler(**r)
-    weights = {k: v.float() for k, v in load_file(FIXTURES / "tiny_weights.safetensors").items()}
-    for module, prefix in ((unet, UNET_PREFIX), (resampler, PROJ_PREFIX)):
-        sd = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
-        module.load_state_dict(sd, strict=True)
+    for module in (unet, resampler):
+        module.load_state_dict(det_state(module), strict=True)
     return unet.eval(), resampler.eval(), load_file(FIXTURES / "tiny_io.safetensors")
 
 
@@ -70,6 +70,10 @@ def test_tiny_unet_reproduces_official_outputs():
     assert (shared - io["out_shared_default_fs"]).abs().max() < 1e-5
     # the two reference outputs differ, so each comparison checks its own branch
     assert (io["out"] - io["out_shared_default_fs"]).abs().max() > 1e-2
+    # and fs reaches the output (64 channels: GroupNorm(32) does not cancel the embedding), so
+    # the match above checks the time and fs embeddings too
+    other_fs = unet(io["x"], io["t"], io["context"], fs=io["fs"] + 7)
+    assert (other_fs - out).abs().max() > 1e-3
 
 
 @torch.no_grad()
@@ -96,18 +100,15 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 def test_tiny_videocrafter1_unet_reproduces_the_reference_outputs():
     """VideoCrafter1-I2V's UNet class (the TimeNoise reference's copy) is ours with 4 input
     channels: image tokens shared by all frames, fps added to the time embedding."""
-    from .test_encoders import det_state
-
     unet = LvdmUNet(
-        in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 1), num_res_blocks=1,
+        in_channels=4, out_channels=4, model_channels=64, channel_mult=(1, 1), num_res_blocks=1,
         attention_resolutions=(1, 2), num_head_channels=8, context_dim=16, default_fs=16,
     ).eval()  # fmt: skip
-    weights = det_state(unet)
-    weights["out.2.weight"] = 0.1 * weights["out.2.weight"]
-    unet.load_state_dict(weights, strict=True)
+    unet.load_state_dict(det_state(unet), strict=True)
     io = load_file(FIXTURES / "vc1_tiny_io.safetensors")
     out = unet(io["x"], io["t"], io["context"], fs=io["fps"])
     assert (out - io["out"]).abs().max() < 1e-5
+    assert (unet(io["x"], io["t"], io["context"], fs=io["fps"] + 7) - out).abs().max() > 1e-3
 
 
 def test_videocrafter1_unet_key_list_is_dynamicrafter_512s_with_4_input_channels():
