@@ -29,8 +29,8 @@ class TinyTokenEncoder(nn.Module):
 
 def tiny_dynamicrafter(
     schedule: VPSchedule | None = None,
-    model_channels: int = 32,
-    channel_mult: Sequence[int] = (1, 2),
+    model_channels: int = 64,
+    channel_mult: Sequence[int] = (1, 1),
     attention_resolutions: Sequence[int] = (2,),
     num_head_channels: int = 16,
     context_dim: int = 32,
@@ -40,6 +40,9 @@ def tiny_dynamicrafter(
     **kwargs,
 ) -> LvdmDenoiser:
     """Tiny random DynamiCrafter: 4 latent channels, VAE downsampling 2 (32x32 -> 16x16).
+
+    64 channels at every level: the lvdm blocks normalise with GroupNorm(32), which over 32
+    channels is one channel per group and cancels the per-channel time embedding entirely.
 
     The Resampler gives 4 tokens per frame for ``num_frames`` frames (the per-frame image
     context of DynamiCrafter 512). ``kwargs`` go to :class:`LvdmDenoiser`; the small image
