@@ -1,0 +1,171 @@
+"""The full-size DynamiCrafter networks and VAE, built and loaded from an official ``.ckpt``.
+
+Sizes as ``configs/inference_{256,512,1024}_v1.0.yaml`` of ``Doubiiu/DynamiCrafter``: the same
+UNet and Resampler except 256's learnable image-attention gate and the default fps / frame stride.
+The VAE is the LDM KL-f8 (4 latent channels, scale 0.18215), built as diffusers'
+``AutoencoderKL`` and filled through diffusers' LDM key conversion of ``first_stage_model.*``.
+The open_clip ViT-H-14 text and image towers come from the same file (``cond_stage_model.*``,
+``embedder.*``). Everything is built on the meta device and takes the file's tensors (no random
+initialisation of 2.6 B parameters first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ...diffusion.schedules import VPSchedule
+from .denoiser import LvdmDenoiser, LvdmNetwork
+from .encoders import OpenCLIPImageTokens, OpenCLIPTextContext
+from .official import check_keys, load_official, read_state_dict
+from .resampler import Resampler
+from .unet import LvdmUNet
+
+#: LvdmUNet arguments per official size (the class defaults are the 512 model's)
+UNET_SIZES: dict[int, dict] = {
+    256: {"image_scale_learnable": True, "default_fs": 3},  # fs = frame stride
+    512: {"default_fs": 24},  # fs = fps
+    1024: {"default_fs": 10},
+}
+
+#: diffusers AutoencoderKL config of the lvdm / Stable Diffusion KL-f8 VAE (``ddconfig``)
+VAE_CONFIG = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "sample_size": 256,
+    "scaling_factor": 0.18215,
+}
+
+
+def lvdm_network(size: int = 512, **kwargs) -> LvdmNetwork:
+    """UNet + Resampler of an official size (random weights; build under ``torch.device("meta")``
+    to get the layout without memory). ``kwargs`` go to :class:`LvdmUNet`."""
+    if size not in UNET_SIZES:
+        raise ValueError(f"DynamiCrafter sizes are {sorted(UNET_SIZES)}, got {size}")
+    return LvdmNetwork(LvdmUNet(**UNET_SIZES[size], **kwargs), Resampler())
+
+
+def lvdm_vae() -> nn.Module:
+    """The lvdm KL-f8 VAE as a diffusers ``AutoencoderKL`` (random weights)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(**VAE_CONFIG)
+
+
+def vae_state_from_official(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``first_stage_model.*`` of an official state dict in diffusers' ``AutoencoderKL`` names."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    ldm = {k: v for k, v in state.items() if k.startswith("first_stage_model.")}
+    return convert_ldm_vae_checkpoint(ldm, VAE_CONFIG)
+
+
+def load_official_vae(
+    vae: nn.Module, state: Mapping[str, Tensor], where: str, assign: bool = False
+) -> nn.Module:
+    """Fill ``vae`` from an official state dict strictly; errors name the key and ``where``."""
+    converted = vae_state_from_official(state)
+
+    def name(key: str) -> str:
+        return f"{key} (diffusers name of a first_stage_model.* entry)"
+
+    check_keys(vae.state_dict(), converted, where, name)
+    vae.load_state_dict(converted, strict=True, assign=assign)
+    return vae
+
+
+def lvdm_encoders() -> tuple[OpenCLIPTextContext, OpenCLIPImageTokens]:
+    """The two ViT-H-14 encoders on the meta device (open_clip's bundled config, no download)."""
+    import open_clip
+    from open_clip.model import CLIP
+
+    cfg = open_clip.get_model_config("ViT-H-14")
+    with torch.device("meta"):
+        text_clip, image_clip = CLIP(**cfg), CLIP(**cfg)
+    return OpenCLIPTextContext(text_clip), OpenCLIPImageTokens(image_clip)
+
+
+#: official prefix of each encoder's ``model.*`` entries
+ENCODER_PREFIXES = {"text": "cond_stage_model.", "image": "embedder."}
+
+
+def load_official_encoders(
+    text: OpenCLIPTextContext,
+    image: OpenCLIPImageTokens,
+    state: Mapping[str, Tensor],
+    where: str,
+    assign: bool = True,
+) -> None:
+    """Fill both encoders from ``cond_stage_model.*`` and ``embedder.*`` strictly."""
+    for module, prefix in ((text, ENCODER_PREFIXES["text"]), (image, ENCODER_PREFIXES["image"])):
+        got = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        check_keys(module.state_dict(), got, where, lambda k, p=prefix: p + k)
+        module.load_state_dict(got, strict=True, assign=assign)
+    # the causal mask is a non-persistent buffer: rebuild it off the meta device
+    n = text.model.positional_embedding.shape[0]
+    text.model.attn_mask = torch.full((n, n), float("-inf")).triu_(1)
+
+
+def load_dynamicrafter(
+    ckpt: str | Path | Mapping[str, Tensor], size: int = 512
+) -> tuple[LvdmNetwork, nn.Module, OpenCLIPTextContext, OpenCLIPImageTokens]:
+    """Network, VAE, text and image encoder of an official DynamiCrafter ``.ckpt`` (or its state
+    dict), each loaded strictly; fails before any training, naming the first missing or
+    unexpected key and the file."""
+    where = str(ckpt) if isinstance(ckpt, (str, Path)) else "the given state dict"
+    state = read_state_dict(ckpt) if isinstance(ckpt, (str, Path)) else ckpt
+    with torch.device("meta"):
+        network, vae = lvdm_network(size), lvdm_vae()
+    load_official(network, state, name=where, assign=True)
+    load_official_vae(vae, state, where, assign=True)
+    text, image = lvdm_encoders()
+    load_official_encoders(text, image, state, where)
+    return network, vae, text, image
+
+
+def dynamicrafter(
+    ckpt: str | Path,
+    size: int = 512,
+    schedule: VPSchedule | None = None,
+    num_frames: int = 16,
+    fps: float | None = None,
+    gradient_checkpointing: bool = False,
+    **kwargs,
+) -> LvdmDenoiser:
+    """An official DynamiCrafter checkpoint as our adapter (``kwargs``: :class:`LvdmDenoiser`).
+
+    ``schedule`` defaults to the size's (``conf/model/schedule/vp_dynamicrafter*.yaml``); the
+    unconditional text context is the empty caption's, computed once here.
+    """
+    from .schedule import DynamicRescaleVPSchedule
+
+    network, vae, text, image = load_dynamicrafter(ckpt, size)
+    network.diffusion_model.gradient_checkpointing = bool(gradient_checkpointing)
+    if schedule is None:
+        if size == 256:
+            schedule = VPSchedule(prediction="eps")
+        else:
+            base = 0.7 if size == 512 else 0.3
+            schedule = DynamicRescaleVPSchedule(
+                base_scale=base, rescale_zero_terminal_snr=True, prediction="v"
+            )
+    with torch.no_grad():
+        null_text = text.eval()([""])[0]
+    return LvdmDenoiser(
+        unet=network,
+        vae=vae,
+        image_encoder=image,
+        null_text=null_text,
+        schedule=schedule,
+        num_frames=num_frames,
+        fps=UNET_SIZES[size]["default_fs"] if fps is None else fps,
+        **kwargs,
+    )
