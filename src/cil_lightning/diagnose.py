@@ -68,13 +68,20 @@ def _batches(n: int, batch_size: int):
         yield slice(i, min(i + batch_size, n))
 
 
-def _clip_batches(denoiser, videos: Tensor, fps: Tensor | None, batch_size: int, motion_fn):
-    """Per batch of clips: (indices, clips [b, F, 3, H, W], clean condition, MS of the clips)."""
+def _clip_batches(
+    denoiser, videos: Tensor, fps: Tensor | None, batch_size: int, motion_fn, desc: str
+):
+    """Per batch of clips: (indices, clips [b, F, 3, H, W], clean condition, MS of the clips),
+    with a progress bar over the clips."""
+    from tqdm import tqdm
+
     n = videos.shape[0]
-    for sl in _batches(n, batch_size):
-        video = videos[sl]
-        cond = _condition(denoiser, video, None if fps is None else fps[sl])
-        yield list(range(n))[sl], video, cond, motion_fn(video).tolist()
+    with tqdm(total=n, desc=desc, unit="clip") as bar:
+        for sl in _batches(n, batch_size):
+            video = videos[sl]
+            cond = _condition(denoiser, video, None if fps is None else fps[sl])
+            yield list(range(n))[sl], video, cond, motion_fn(video).tolist()
+            bar.update(sl.stop - sl.start)
 
 
 # ------------------------------------------------------------------------------ measurement 1
@@ -116,7 +123,8 @@ def one_step_rows(
     n = videos.shape[0]
     names = list(names) if names is not None else [f"clip{i}" for i in range(n)]
     rows = []
-    for idx, video, cond, ms_real in _clip_batches(denoiser, videos, fps, batch_size, motion_fn):
+    batches = _clip_batches(denoiser, videos, fps, batch_size, motion_fn, "diagnose: one step")
+    for idx, video, cond, ms_real in batches:
         for seed in seeds:
             x0 = _encode(denoiser, video, [_seed(seed, i, -1) for i in idx])
             ms_recon = motion_fn(denoiser.decode_video(x0)).tolist()
@@ -195,7 +203,8 @@ def sampling_rows(
     n, frames = videos.shape[:2]
     names = list(names) if names is not None else [f"clip{i}" for i in range(n)]
     rows = []
-    for idx, _video, cond, ms_real in _clip_batches(denoiser, videos, fps, batch_size, motion_fn):
+    batches = _clip_batches(denoiser, videos, fps, batch_size, motion_fn, "diagnose: sampling")
+    for idx, _video, cond, ms_real in batches:
         for seed in seeds:
             for setting in settings:
                 start = sampler.replace(

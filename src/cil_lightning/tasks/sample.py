@@ -54,6 +54,7 @@ def sample(cfg: DictConfig) -> dict:
 
     import torch
     from hydra.utils import instantiate
+    from tqdm import tqdm
 
     from ..data.video_io import write_gif, write_mp4
     from ..diffusion.rng import per_sample_generators
@@ -82,7 +83,7 @@ def sample(cfg: DictConfig) -> dict:
     bucket = None if bucket is None else float(bucket)
     out_dir = Path(cfg.paths.output_dir)
     outputs, seeds = [], [int(x) for x in cfg.seeds]
-    for path in files:
+    for path in tqdm(files, desc="sample", unit="image"):
         image = load_image(path, height, width).to(device)[None].expand(len(seeds), -1, -1, -1)
         generators = per_sample_generators(seeds)
         # Each seed draws its inference condition noise first, then the sampler's noise, in the
