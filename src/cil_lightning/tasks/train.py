@@ -41,8 +41,8 @@ def train(cfg: DictConfig) -> dict:
             outputs["loss_curve"] = cb.png_path
     if trainer.is_global_zero:
         print("\ncil_lightning train finished; outputs:")
-        for key, value in outputs.items():
-            print(f"  {key:<11} {value}")
+        for key, path in outputs.items():  # not `value`: that is the objective returned below
+            print(f"  {key:<11} {path}")
     return outputs if value is None else value
 
 
