@@ -69,6 +69,11 @@ EXPECTED: tuple[Expect, ...] = (
         False,
         rf"data\.root='/webvid' {NOT_FOUND}.*model\.pretrained_path='weights/\S+' {NOT_FOUND}",
     ),
+    Expect(
+        r"train \+experiment=dynamicrafter_timenoise data\.root=/webvid$",
+        False,
+        rf"data\.root='/webvid' {NOT_FOUND}.*model\.ckpt='\S+/model\.ckpt' is not an existing file",
+    ),
     Expect(r"train \+experiment=\w+_tiny_\w+$", True),
     Expect(r"train \+experiment=svd_\w+ \+scale=cpu$", True),
     Expect(r"^python -m cil_lightning stats ", False, rf"model\.pretrained_path='\S+' {NOT_FOUND}"),
@@ -77,6 +82,11 @@ EXPECTED: tuple[Expect, ...] = (
         False,
         rf"images='path/to/images/' does not exist.*sampler\.stats='\S+' is not an existing file"
         rf".*{CKPT_ERROR}",
+    ),
+    Expect(
+        r"cil_lightning sample ckpt=\S+ images=photo\.png",
+        False,
+        rf"images='photo\.png' does not exist.*{CKPT_ERROR}",
     ),
     Expect(r"cil_lightning (export|diagnose) ckpt=", False, CKPT_ERROR + r".*cil_lightning train"),
     Expect(r"cil_lightning evaluate generated=DIR", False, r"generated=DIR is not a folder"),

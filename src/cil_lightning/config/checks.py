@@ -138,6 +138,11 @@ PATHS: dict[str, tuple[str, str]] = {
         "the model's weights folder, diffusers layout; nothing is downloaded: see the README's "
         "weights table",
     ),
+    "model.ckpt": (
+        "file",
+        "the model's official checkpoint file (DynamiCrafter's model.ckpt); nothing is "
+        "downloaded: see the README's weights table",
+    ),
     "sampler.stats": ("file", "Analytic-Init statistics; write them with `cil_lightning stats`"),
     "model.prompt_embeds": ("file", "the training prompt's text embeddings (safetensors)"),
     "stats": ("file", "Analytic-Init statistics; write them with `cil_lightning stats`"),
