@@ -27,3 +27,47 @@ def compose(config_name: str = "train", overrides: list[str] | None = None, outp
 @pytest.fixture
 def compose_cfg():
     return compose
+
+
+# A tiny run: a few steps, CSV logs, few sampling steps. Tests append it to a task's own overrides
+# (later overrides win, so a test can still change any of these).
+TINY = [
+    "logger=csv",
+    "trainer.max_steps=3",
+    "trainer.log_every_n_steps=1",
+    "sampler.num_steps=2",
+    "clip.num_frames=4",
+    "clip.height=16",
+    "clip.width=16",
+]
+
+
+def run_cli(
+    *args: str, timeout: float = 600, env: dict | None = None, module: str = "cil_lightning"
+):
+    """``python -m cil_lightning <args>`` in a subprocess (W&B offline); the CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "WANDB_MODE": "offline", **(env or {})},
+        cwd=ROOT,
+    )
+
+
+def run_ok(*args: str, **kwargs):
+    """``run_cli`` that fails the test, with the output's tail, unless the command succeeded."""
+    out = run_cli(*args, **kwargs)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+@pytest.fixture
+def cli():
+    """The shared CLI runner: ``cli("train", *overrides)`` -> CompletedProcess."""
+    return run_cli

@@ -1,20 +1,10 @@
-import os
 import subprocess
 import sys
 import time
 
 from cil_lightning.cli import TASKS, main
 
-
-def run_cli(*args, timeout=120):
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    return subprocess.run(
-        [sys.executable, "-m", "cil_lightning", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+from .conftest import run_cli
 
 
 def test_help_is_fast_and_does_not_import_torch():

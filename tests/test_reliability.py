@@ -1,9 +1,5 @@
 """Distributed draws, signals, non-finite losses and resumption."""
 
-import os
-import subprocess
-import sys
-
 import lightning as L
 import pytest
 import torch
@@ -13,36 +9,24 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from cil_lightning.callbacks import SignalCheckpoint
 from cil_lightning.lit_module import I2VLitModule
 
-from .conftest import ROOT, compose
+from .conftest import TINY, compose, run_cli
 from .probes import SendSignal
-
-TINY = ["data.num_frames=4", "data.height=16", "data.width=16", "logger=csv"]
 
 
 def test_two_ddp_ranks_feed_their_denoisers_different_draws(tmp_path):
     """Each rank's training times, condition-noise levels and noise, read off the denoiser's
     input (not replayed from the generator), differ from the other rank's and between steps."""
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cil_lightning",
-            "train",
-            "trainer.devices=2",
-            "+trainer.strategy=ddp",
-            "trainer.max_steps=3",
-            "callbacks=none",
-            *TINY,
-            f"hydra.run.dir={tmp_path / 'run'}",
-            "+callbacks.probe._target_=tests.probes.DenoiserInputs",
-            f"+callbacks.probe.dirpath={tmp_path / 'fed'}",
-        ],
-        capture_output=True,
-        text=True,
+    out = run_cli(
+        "train",
+        "trainer.devices=2",
+        "+trainer.strategy=ddp",
+        "trainer.max_steps=3",
+        "callbacks=none",
+        *TINY,
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "+callbacks.probe._target_=tests.probes.DenoiserInputs",
+        f"+callbacks.probe.dirpath={tmp_path / 'fed'}",
         timeout=600,
-        env=env,
-        cwd=ROOT,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     r0 = torch.load(tmp_path / "fed" / "fed_rank0.pt")
@@ -142,11 +126,7 @@ def _losses(run_dir):
 
 def test_killed_and_resumed_run_reproduces_the_uninterrupted_losses(tmp_path):
     """SIGTERM mid-run, then ckpt_path=last: the same losses, bit for bit, on the CPU."""
-    env = {**os.environ, "WANDB_MODE": "offline"}
     common = [
-        sys.executable,
-        "-m",
-        "cil_lightning",
         "train",
         *TINY,
         "trainer.max_steps=8",
@@ -157,14 +137,7 @@ def test_killed_and_resumed_run_reproduces_the_uninterrupted_losses(tmp_path):
     ]
 
     def run(run_dir, *extra):
-        return subprocess.run(
-            [*common, f"hydra.run.dir={run_dir}", *extra],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=env,
-            cwd=ROOT,
-        )
+        return run_cli(*common, f"hydra.run.dir={run_dir}", *extra)
 
     full = run(tmp_path / "full")
     assert full.returncode == 0, full.stderr[-3000:]

@@ -8,7 +8,7 @@ from PIL import Image
 
 from cil_lightning.models.lvdm.official import official_state_from_network
 
-from ...test_tasks import cli
+from ...conftest import run_ok as cli
 
 
 @pytest.mark.slow  # about 2 minutes on the shared CPU

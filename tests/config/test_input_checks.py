@@ -6,7 +6,7 @@ import torch
 from cil_lightning.config.checks import ConfigError
 from cil_lightning.models.checkpoint import CONFIG_KEY, checkpoint_problem, load_denoiser
 
-from .test_cli import run_cli
+from ..conftest import run_cli
 
 
 def _text(out) -> str:

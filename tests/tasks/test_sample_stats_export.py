@@ -1,9 +1,6 @@
 """The sample, stats and export tasks end to end, through the CLI, on the tiny real-class SVD."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,18 +8,8 @@ import torch
 from cil_lightning.data.video_io import read_video
 from cil_lightning.diffusion.analytic_init import LatentStats
 
-
-def cli(*args, timeout=600):
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    out = subprocess.run(
-        [sys.executable, "-m", "cil_lightning", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
+from ..conftest import run_cli
+from ..conftest import run_ok as cli
 
 
 @pytest.fixture(scope="module")
@@ -96,23 +83,14 @@ def test_sample_rejects_stats_of_another_shape(trained, tmp_path):
     LatentStats().update(torch.randn(3, 5, 4, 16, 16)).save(stats_path)
     Image = pytest.importorskip("PIL.Image")
     Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
-    env = {**os.environ}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cil_lightning",
-            "sample",
-            f"images={tmp_path / 'a.png'}",
-            f"ckpt={trained / 'checkpoints' / 'last.ckpt'}",
-            f"sampler.stats={stats_path}",
-            "sampler.num_steps=1",
-            f"hydra.run.dir={tmp_path / 'o'}",
-        ],
-        capture_output=True,
-        text=True,
+    out = run_cli(
+        "sample",
+        f"images={tmp_path / 'a.png'}",
+        f"ckpt={trained / 'checkpoints' / 'last.ckpt'}",
+        f"sampler.stats={stats_path}",
+        "sampler.num_steps=1",
+        f"hydra.run.dir={tmp_path / 'o'}",
         timeout=300,
-        env=env,
     )
     assert out.returncode != 0
     assert (

@@ -2,9 +2,6 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,31 +13,18 @@ from omegaconf import OmegaConf
 
 from cil_lightning.config.sweep import check_sweep, job_overrides, objective, summarize
 
-from .conftest import CONF, compose
+from ..conftest import CONF, compose, run_cli
+from ..conftest import TINY as CONFTEST_TINY
 
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 LAUNCHERS = sorted(p.stem for p in (CONF / "launcher").glob("*.yaml"))
-TINY = [
-    "trainer.max_steps=1",
-    "trainer.log_every_n_steps=1",
-    "data.num_frames=2",
-    "data.height=16",
-    "data.width=16",
-    "data.batch_size=1",
-    "logger=csv",
-    "callbacks=none",
-]
+# The shared tiny run cut further: one step of one 2-frame clip, no callbacks.
+TINY = [*CONFTEST_TINY, "trainer.max_steps=1", "clip.num_frames=2", "data.batch_size=1"]
+TINY += ["callbacks=none"]
 
 
-def run_cli(args, timeout=240):
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "cil_lightning", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+def run_sweep_cli(args, timeout=240):
+    return run_cli(*args, timeout=timeout, env={"HYDRA_FULL_ERROR": "0"})
 
 
 def sweep_check(overrides, config_name="train", max_jobs=64):
@@ -162,7 +146,7 @@ def test_check_sweep_passes_valid_sweeps():
 
 def test_invalid_sweep_values_fail_before_any_job_launches(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    out = run_cli(["train", "-m", "cond_noise.beta_m=1,-1", f"hydra.sweep.dir={sweep_dir}"])
+    out = run_sweep_cli(["train", "-m", "cond_noise.beta_m=1,-1", f"hydra.sweep.dir={sweep_dir}"])
     assert out.returncode != 0
     assert "cond_noise.beta_m=-1" in out.stderr and "allowed: > 0" in out.stderr, out.stderr
     assert "no job was launched" in out.stderr
@@ -172,7 +156,7 @@ def test_invalid_sweep_values_fail_before_any_job_launches(tmp_path):
 def test_two_by_two_multirun_writes_four_runs_and_a_summary(tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = ["+sweep=timenoise_grid", "cond_noise.beta_m=0.5,1.5", "cond_noise.a=1,5"]
-    out = run_cli(["train", "-m", *args, *TINY, f"hydra.sweep.dir={sweep_dir}"])
+    out = run_sweep_cli(["train", "-m", *args, *TINY, f"hydra.sweep.dir={sweep_dir}"])
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     assert jobs == ["0", "1", "2", "3"]
@@ -196,7 +180,7 @@ def test_two_by_two_multirun_writes_four_runs_and_a_summary(tmp_path):
 
 def test_a_failed_job_is_skipped_and_noted_in_the_summary(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    out = run_cli(
+    out = run_sweep_cli(
         ["train", "-m", "+trainer.fast_dev_run=0,bogus", *TINY, f"hydra.sweep.dir={sweep_dir}"]
     )
     assert out.returncode != 0  # Hydra reports the failed job

@@ -1,6 +1,3 @@
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -9,7 +6,7 @@ from hydra.utils import instantiate
 from cil_lightning.data.video_io import read_video
 from cil_lightning.lit_module import I2VLitModule
 
-from .conftest import compose
+from ..conftest import compose, run_cli
 
 
 def test_tiny_model_loss_falls_on_a_fixed_batch(tmp_path):
@@ -60,27 +57,18 @@ def test_module_config_wires_the_root_keys_and_gives_the_hand_built_loss(tmp_pat
 
 def test_train_task_writes_checkpoint_video_and_loss_curve(tmp_path):
     run_dir = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cil_lightning",
-            "train",
-            f"hydra.run.dir={run_dir}",
-            "logger=csv",
-            "trainer.max_steps=6",
-            "trainer.log_every_n_steps=1",
-            "sampler.num_steps=2",
-            "data.num_frames=5",
-            "data.height=16",
-            "data.width=16",
-            "callbacks.model_checkpoint.every_n_train_steps=3",
-        ],
-        capture_output=True,
-        text=True,
+    out = run_cli(
+        "train",
+        f"hydra.run.dir={run_dir}",
+        "logger=csv",
+        "trainer.max_steps=6",
+        "trainer.log_every_n_steps=1",
+        "sampler.num_steps=2",
+        "data.num_frames=5",
+        "data.height=16",
+        "data.width=16",
+        "callbacks.model_checkpoint.every_n_train_steps=3",
         timeout=300,
-        env=env,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "cil_lightning train finished" in out.stdout

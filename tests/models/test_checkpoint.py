@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from cil_lightning.lit_module import I2VLitModule
 from cil_lightning.models.checkpoint import CONDITIONING_KEY, load_denoiser
 
-from .conftest import compose
+from ..conftest import compose
 
 
 @pytest.fixture

@@ -9,9 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import dataclass, replace
 
 import pytest
@@ -28,6 +25,8 @@ from cil_lightning.diagnose import (
 from cil_lightning.diffusion.schedules import EDMSchedule, FlowSchedule, VPSchedule
 from cil_lightning.metrics.motion import build_flow, motion_scores
 from cil_lightning.sampling import Sampler
+
+from ..conftest import run_cli
 
 SIGMA_MAX = 80.0  # the stand-in's EDM schedule (as model=tiny)
 PANS = ((1, 0), (0, 1), (2, 0), (-1, 0), (0, -1), (1, 1))
@@ -239,25 +238,17 @@ def test_sampling_settings_and_outputs_on_the_stand_in(clips, motion_fn, tmp_pat
 
 def test_cli_end_to_end_on_the_tiny_model(tmp_path):
     run = tmp_path / "run"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cil_lightning",
-            "diagnose",
-            "model=svd_tiny",
-            "data=panned",
-            "data.num_frames=4",
-            "num_clips=3",
-            "num_levels=3",
-            "M=[100]",
-            "sampler.num_steps=2",
-            f"hydra.run.dir={run}",
-        ],
-        capture_output=True,
-        text=True,
+    out = run_cli(
+        "diagnose",
+        "model=svd_tiny",
+        "data=panned",
+        "data.num_frames=4",
+        "num_clips=3",
+        "num_levels=3",
+        "M=[100]",
+        "sampler.num_steps=2",
+        f"hydra.run.dir={run}",
         timeout=300,
-        env={**os.environ},
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     with (run / "diagnose.csv").open() as f:

@@ -1,8 +1,5 @@
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -10,8 +7,8 @@ import torch
 from cil_lightning.config.checks import ConfigError
 from cil_lightning.data.video_io import write_mp4
 
-from .conftest import compose
-from .metrics.helpers import TINY_CLIP, pan, photo, tiny_clip_encoder
+from ..conftest import compose, run_cli
+from ..metrics.helpers import TINY_CLIP, pan, photo, tiny_clip_encoder
 
 
 def _clip_override() -> str:
@@ -42,27 +39,19 @@ def folders(tmp_path_factory):
 def test_evaluate_end_to_end_writes_metrics_json_and_per_video_csv(folders, tmp_path):
     run_dir = tmp_path / "run"
     metrics = "[fvd,motion_score,ms_error,clip_alignment,temporal_consistency]"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cil_lightning",
-            "evaluate",
-            f"hydra.run.dir={run_dir}",
-            f"generated={folders / 'gen'}",
-            f"reference={folders / 'ref'}",
-            f"metrics={metrics}",
-            f"metric.fvd.weights={folders / 'i3d.pt'}",
-            "metric.fvd.size=16",
-            f"metric.clip.weights={folders / 'clip.pt'}",
-            _clip_override(),
-            "wandb.enabled=false",
-            "batch_size=2",
-        ],
-        capture_output=True,
-        text=True,
+    out = run_cli(
+        "evaluate",
+        f"hydra.run.dir={run_dir}",
+        f"generated={folders / 'gen'}",
+        f"reference={folders / 'ref'}",
+        f"metrics={metrics}",
+        f"metric.fvd.weights={folders / 'i3d.pt'}",
+        "metric.fvd.size=16",
+        f"metric.clip.weights={folders / 'clip.pt'}",
+        _clip_override(),
+        "wandb.enabled=false",
+        "batch_size=2",
         timeout=300,
-        env={**os.environ, "WANDB_MODE": "offline"},
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "cil_lightning evaluate finished" in out.stdout
@@ -151,22 +140,14 @@ def test_ucf101_protocol_config_composes_and_draws_fixed_clips():
 @pytest.mark.slow
 def test_evaluate_logs_a_wandb_table_offline(folders, tmp_path):
     run_dir = tmp_path / "run"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cil_lightning",
-            "evaluate",
-            f"hydra.run.dir={run_dir}",
-            f"generated={folders / 'gen'}",
-            f"reference={folders / 'ref'}",
-            "metrics=[motion_score,ms_error]",
-            "wandb.enabled=true",
-        ],
-        capture_output=True,
-        text=True,
+    out = run_cli(
+        "evaluate",
+        f"hydra.run.dir={run_dir}",
+        f"generated={folders / 'gen'}",
+        f"reference={folders / 'ref'}",
+        "metrics=[motion_score,ms_error]",
+        "wandb.enabled=true",
         timeout=300,
-        env={**os.environ, "WANDB_MODE": "offline"},
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert list((run_dir / "wandb").glob("offline-run-*"))

@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 
 from cil_lightning.config.checks import ConfigError, validate
 
-from .conftest import CONF, compose
+from ..conftest import CONF, compose
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
