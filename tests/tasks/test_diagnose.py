@@ -74,7 +74,7 @@ class PixelAdapter:
     def decode_video(self, latents):
         return latents.clamp(-1, 1)
 
-    def encode_condition(self, frame, fps=None, motion_bucket_id=None):
+    def encode_condition(self, frame, fps=None, motion_bucket_id=None, num_frames=None):
         return Cond(frame)
 
 

@@ -107,7 +107,9 @@ class LabDenoiser(nn.Module):
         """Frame [B, 1, H, W] -> the clean condition."""
         return LatentCondition(cond_frame)
 
-    def sampling_condition(self, cond_frame: Tensor, fps=None, generator=None) -> LatentCondition:
+    def sampling_condition(
+        self, cond_frame: Tensor, fps=None, generator=None, **_
+    ) -> LatentCondition:
         return self.encode_condition(cond_frame)  # clean at inference (no noise augmentation)
 
     def training_condition(
