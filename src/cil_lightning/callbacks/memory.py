@@ -94,6 +94,9 @@ class MemoryCheck(Callback):
         self.estimate: dict[str, float] | None = None
 
     def _probe_frames(self, denoiser) -> int:
+        fixed = getattr(denoiser, "num_frames", None)
+        if isinstance(fixed, int):  # an adapter built for one clip length (lvdm)
+            return fixed
         k = getattr(denoiser, "temporal_factor", None)
         if k is not None:  # clips of k n + 1 frames
             return min(self.num_frames, int(k) + 1)
