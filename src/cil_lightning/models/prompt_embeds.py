@@ -22,6 +22,20 @@ from torch import Tensor
 FAMILIES = ("wan", "i2vgenxl")
 
 
+def register_prompts(module: torch.nn.Module, prompt_embeds, negative_prompt_embeds=None) -> None:
+    """Give an adapter its text contexts as non-persistent buffers ``prompt_embeds`` and
+    ``negative_prompt_embeds`` [L, D] float32 (the negative defaults to zeros), so they follow
+    the module's device and stay out of checkpoints (the config names their file)."""
+    prompt = torch.as_tensor(prompt_embeds, dtype=torch.float32)
+    negative = (
+        torch.zeros_like(prompt)
+        if negative_prompt_embeds is None
+        else torch.as_tensor(negative_prompt_embeds, dtype=torch.float32)
+    )
+    module.register_buffer("prompt_embeds", prompt, persistent=False)
+    module.register_buffer("negative_prompt_embeds", negative, persistent=False)
+
+
 def encode_prompts(
     family: str, weights: str | Path, prompt: str, negative_prompt: str = ""
 ) -> tuple[Tensor, Tensor]:

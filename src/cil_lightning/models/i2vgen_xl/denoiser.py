@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from ...diffusion.cond_noise import CondNoise
 from ...diffusion.rng import Generator, randn
 from ...diffusion.schedules import VPSchedule
+from ..prompt_embeds import register_prompts
 from ..svd.denoiser import _bernoulli_keep
 
 
@@ -123,14 +124,7 @@ class I2VGenXLDenoiser(nn.Module):
         self.schedule = schedule
         self.fps, self.cfg_dropout = float(fps), float(cfg_dropout)
         self.noise_embed = bool(noise_embed)
-        prompt = torch.as_tensor(prompt_embeds, dtype=torch.float32)
-        negative = (
-            torch.zeros_like(prompt)
-            if negative_prompt_embeds is None
-            else torch.as_tensor(negative_prompt_embeds, dtype=torch.float32)
-        )
-        self.register_buffer("prompt_embeds", prompt, persistent=False)
-        self.register_buffer("negative_prompt_embeds", negative, persistent=False)
+        register_prompts(self, prompt_embeds, negative_prompt_embeds)
         vae.requires_grad_(False).eval()
         image_encoder.requires_grad_(False).eval()
         if gradient_checkpointing:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ...diffusion.schedules import VPSchedule
-from ..svd.pretrained import CLIPImageEmbedder
+from ..svd.pretrained import CLIP_MEAN, CLIP_STD, CLIPImageEmbedder, tiny_clip_vision
 from .denoiser import I2VGenXLDenoiser, vp_schedule_from_config
 
 I2VGENXL_LAYOUT = {
@@ -78,7 +78,6 @@ def tiny_i2vgenxl(
     them, for the CPU and tests. ``schedule`` defaults to v-prediction, scaled-linear betas
     0.00085-0.012, zero terminal SNR."""
     from diffusers import AutoencoderKL, I2VGenXLUNet
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     gen = torch.Generator().manual_seed(0 if seed is None else seed)
     with torch.random.fork_rng(enabled=seed is not None):
@@ -107,18 +106,8 @@ def tiny_i2vgenxl(
             sample_size=32,
             norm_num_groups=2,
         )
-        clip = CLIPVisionModelWithProjection(
-            CLIPVisionConfig(
-                hidden_size=4,
-                projection_dim=4,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                image_size=32,
-                intermediate_size=16,
-                patch_size=1,
-            )
-        )
-    encoder = CLIPImageEmbedder(clip, [0.481, 0.458, 0.408], [0.269, 0.261, 0.276])
+        clip = tiny_clip_vision(projection=True)
+    encoder = CLIPImageEmbedder(clip, CLIP_MEAN, CLIP_STD)
     schedule = schedule or VPSchedule(
         beta_schedule="scaled_linear", rescale_zero_terminal_snr=True, prediction="v"
     )

@@ -42,6 +42,31 @@ class CLIPImageEmbedder(nn.Module):
         return self.clip(image.to(dtype)).image_embeds[:, None]
 
 
+def tiny_clip_vision(projection: bool = True, seed: int | None = None) -> nn.Module:
+    """A tiny random CLIP vision tower of the real transformers classes (as diffusers' pipeline
+    tests build it: 2 layers of width 4 on 32 x 32 images, one token per pixel):
+    ``CLIPVisionModelWithProjection`` (image embeddings) or ``CLIPVisionModel`` (tokens)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
+
+    config = CLIPVisionConfig(
+        hidden_size=4,
+        projection_dim=4,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        intermediate_size=16,
+        patch_size=1,
+    )
+    with torch.random.fork_rng(enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return (CLIPVisionModelWithProjection if projection else CLIPVisionModel)(config)
+
+
+# CLIP's image normalisation (OpenAI CLIP's image processor).
+CLIP_MEAN, CLIP_STD = [0.481, 0.458, 0.408], [0.269, 0.261, 0.276]
+
+
 # Files a diffusers-layout SVD folder must hold (weights may also be the ``.fp16`` variant).
 SVD_LAYOUT = {
     "unet": ("config.json", "diffusion_pytorch_model.safetensors"),

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ...diffusion.cond_noise import CondNoise
 from ...diffusion.rng import Generator, randn
 from ...diffusion.schedules import FlowSchedule
+from ..prompt_embeds import register_prompts
 from ..svd.denoiser import _bernoulli_keep
 
 STYLES = ("concat", "replace")
@@ -119,14 +120,7 @@ class WanDenoiser(nn.Module):
         self.fps, self.cfg_dropout = float(fps), float(cfg_dropout)
         self.noise_clip = bool(noise_clip)
         self.num_train_timesteps = int(num_train_timesteps)
-        prompt = torch.as_tensor(prompt_embeds, dtype=torch.float32)
-        negative = (
-            torch.zeros_like(prompt)
-            if negative_prompt_embeds is None
-            else torch.as_tensor(negative_prompt_embeds, dtype=torch.float32)
-        )
-        self.register_buffer("prompt_embeds", prompt, persistent=False)
-        self.register_buffer("negative_prompt_embeds", negative, persistent=False)
+        register_prompts(self, prompt_embeds, negative_prompt_embeds)
         z = int(vae.config.z_dim)
         self.register_buffer(
             "latents_mean", torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1), False

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ...diffusion.schedules import FlowSchedule
+from ..svd.pretrained import CLIP_MEAN, CLIP_STD, CLIPImageEmbedder, tiny_clip_vision
 from .denoiser import WanDenoiser
 
 # Files a diffusers-layout Wan I2V folder must hold for training and sampling (the text encoder
@@ -21,24 +22,17 @@ WAN_LAYOUT = {
 CLIP_LAYOUT = {"image_encoder": ("config.json",), "image_processor": ("preprocessor_config.json",)}
 
 
-class CLIPImageTokens(nn.Module):
+class CLIPImageTokens(CLIPImageEmbedder):
     """Wan 2.1's image conditioning: the penultimate hidden states of a CLIP vision tower.
 
     [B, 3, H, W] in [-1, 1] -> [B, 1 + patches, D] (257 tokens for ViT-H/14 at 224). Preprocessed
     as ``CLIPImageProcessor`` does, in torch: the short side resized (bicubic, antialiased) to the
     tower's input size, a centre crop, the processor's mean / std.
 
-    Args:
+    Args (as ``CLIPImageEmbedder``'s):
         clip: a transformers ``CLIPVisionModel`` or ``CLIPVisionModelWithProjection``.
         image_mean, image_std: the image processor's normalisation (3 values each).
     """
-
-    def __init__(self, clip: nn.Module, image_mean, image_std) -> None:
-        super().__init__()
-        self.clip = clip
-        self.size = int(clip.config.image_size)
-        self.register_buffer("mean", torch.tensor(image_mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(image_std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: Tensor) -> Tensor:
         H, W = image.shape[-2:]
@@ -179,20 +173,8 @@ def tiny_wan(
         )
         image_encoder = None
         if clip and style == "concat":
-            from transformers import CLIPVisionConfig, CLIPVisionModel
-
-            tower = CLIPVisionModel(
-                CLIPVisionConfig(
-                    hidden_size=4,
-                    projection_dim=4,
-                    num_hidden_layers=2,
-                    num_attention_heads=2,
-                    image_size=32,
-                    intermediate_size=16,
-                    patch_size=1,
-                )
-            )
-            image_encoder = CLIPImageTokens(tower, [0.481, 0.458, 0.408], [0.269, 0.261, 0.276])
+            tower = tiny_clip_vision(projection=False)
+            image_encoder = CLIPImageTokens(tower, CLIP_MEAN, CLIP_STD)
         unet = WanTransformer3DModel(
             patch_size=(1, 2, 2),
             num_attention_heads=2,
