@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .diffusion.analytic_init import LatentStats, analytic_init, load_stats
+from .diffusion.guidance import rescaled_guidance
 from .diffusion.rng import Generator
 from .diffusion.samplers import (
     SAMPLERS,
@@ -86,6 +87,9 @@ class Sampler:
         min_guidance, max_guidance: SVD's classifier-free guidance ramp over frames; both 1
             disable guidance (one forward pass per step).
         eta: DDIM stochasticity in [0, 1] (``ddim`` only).
+        guidance_rescale: phi in [0, 1] of Lin et al.'s guidance rescale, applied in the
+            network's output space (``diffusion/guidance.py``; DynamiCrafter's reference: 0.7);
+            0 leaves guidance plain.
     """
 
     step: str = "euler"
@@ -95,6 +99,7 @@ class Sampler:
     min_guidance: float = 1.0
     max_guidance: float = 1.0
     eta: float = 0.0
+    guidance_rescale: float = 0.0
 
     def __post_init__(self) -> None:
         # The numeric ranges are checked with the config (``config/checks.py``, before any import);
@@ -184,9 +189,13 @@ class Sampler:
             scale = svd_guidance_scale(
                 shape[1], self.min_guidance, self.max_guidance, device=latent.device
             )
-            fn = classifier_free_guidance(
-                conditional, lambda x_t, t: denoiser(x_t, t, uncond), scale
-            )
+            unconditional = lambda x_t, t: denoiser(x_t, t, uncond)  # noqa: E731
+            if self.guidance_rescale > 0:
+                fn = rescaled_guidance(
+                    conditional, unconditional, scale, self.guidance_rescale, schedule
+                )
+            else:
+                fn = classifier_free_guidance(conditional, unconditional, scale)
         kwargs = {"eta": self.eta} if self.step == "ddim" else {}
         out = get_sampler(self.step)(
             fn,

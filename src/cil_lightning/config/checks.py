@@ -70,6 +70,7 @@ RULES: tuple[Rule, ...] = (
     Rule("sampler.min_guidance", _num(lambda v: v >= 0), ">= 0", "first frame's CFG scale"),
     Rule("sampler.max_guidance", _num(lambda v: v >= 0), ">= 0", "last frame's CFG scale"),
     Rule("sampler.eta", _num(lambda v: 0 <= v <= 1), "[0, 1]", "DDIM stochasticity"),
+    Rule("sampler.guidance_rescale", _num(lambda v: 0 <= v <= 1), "[0, 1]", "guidance rescale"),
     Rule(
         "metric.is.detector",
         lambda v: v in ("auto", "torchscript", "c3d_state_dict"),
