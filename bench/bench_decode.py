@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _host import cpu_name, load_average
 from torch.utils.data import DataLoader
 
 from cil_lightning.data.base import VideoClipDataset
@@ -103,20 +104,12 @@ def clips_per_second(
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import av
     import decord
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
-        f"{cpu}, {os.cpu_count()} logical cores (load average {load:.2f} at start, shared), "
+        f"{cpu_name()}, {os.cpu_count()} logical cores (load average {load_average():.2f} at "
+        "start, shared), "
         f"Python {platform.python_version()}, torch {torch.__version__}, decord "
         f"{decord.__version__}, PyAV {av.__version__}"
     )

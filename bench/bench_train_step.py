@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from _host import cpu_name, load_average
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -144,17 +144,9 @@ def lightning_loop(clips: list[dict], args, tmp: Path) -> float:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
-        f"{cpu}, {os.cpu_count()} logical cores (load average {load:.2f} at start), "
+        f"{cpu_name()}, {os.cpu_count()} logical cores (load average {load_average():.2f} at "
+        "start), "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
 

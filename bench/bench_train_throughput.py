@@ -40,6 +40,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from _host import cpu_name, load_average
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -234,14 +235,6 @@ def peak_flops(device, dtype, n: int, repeats: int = 5) -> float:
 
 
 def machine(device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
@@ -249,12 +242,12 @@ def machine(device) -> dict:
     except OSError:
         commit = ""
     return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
         "commit": commit,
     }
 

@@ -8,7 +8,9 @@ import json
 from ..conftest import ROOT
 
 
-def _bench():
+def _bench(monkeypatch):
+    # As when the script runs: its folder on sys.path (for bench/_host.py).
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
     path = ROOT / "bench" / "bench_train_throughput.py"
     spec = importlib.util.spec_from_file_location("bench_train_throughput", path)
     module = importlib.util.module_from_spec(spec)
@@ -16,8 +18,8 @@ def _bench():
     return module
 
 
-def test_two_step_smoke_run_writes_consistent_json_and_markdown(tmp_path):
-    bench = _bench()
+def test_two_step_smoke_run_writes_consistent_json_and_markdown(tmp_path, monkeypatch):
+    bench = _bench(monkeypatch)
     argv = ["--device", "cpu", "--frames", "2", "--height", "16", "--width", "16"]
     argv += ["--steps", "1", "--warmup", "1", "--repeats", "1", "--peak-n", "256", "--clips", "1"]
     result = bench.main([*argv, "--out-dir", str(tmp_path)])
