@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .samplers import _broadcast_scale
+
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -48,9 +50,7 @@ def rescaled_guidance(
 
     def guided(x_t: Tensor, t: Tensor) -> Tensor:
         x0_c, x0_u = cond(x_t, t), uncond(x_t, t)
-        w = torch.as_tensor(scale, device=x_t.device, dtype=x_t.dtype)
-        if w.ndim == 1:
-            w = w.view(1, -1, *[1] * (x_t.ndim - 2))
+        w = _broadcast_scale(torch.as_tensor(scale), x0_c, frame_dim=1)
         x0_cfg = x0_u + w * (x0_c - x0_u)
         a, b = output_coefficients(schedule, t)
         shape = (-1,) + (1,) * (x_t.ndim - 1)
