@@ -4,10 +4,8 @@ M, VP Analytic-Init, TimeNoise at t / T) checked against a stock pipeline."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from cil_lightning.diffusion.analytic_init import LatentStats
 from cil_lightning.diffusion.cond_noise import ConstantCondNoise, TimeNoise
@@ -16,14 +14,9 @@ from cil_lightning.diffusion.schedules import VPSchedule
 from cil_lightning.models.i2vgen_xl import tiny_i2vgenxl, to_pipeline, vp_schedule_from_config
 from cil_lightning.sampling import Sampler
 
+from .images import random_image
+
 FRAMES, SIZE, STEPS = 4, 32, 4
-
-
-def _image(seed: int = 0) -> tuple[Image.Image, torch.Tensor]:
-    rng = np.random.default_rng(seed)
-    array = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-    frame = torch.from_numpy(array).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-    return Image.fromarray(array), frame
 
 
 @pytest.mark.parametrize("prediction", ["v", "eps"])
@@ -37,7 +30,7 @@ def test_ddim_reproduces_the_stock_pipeline(prediction, guidance, monkeypatch):
 
     schedule = VPSchedule(rescale_zero_terminal_snr=prediction == "v", prediction=prediction)
     denoiser = tiny_i2vgenxl(schedule=schedule, seed=0).eval()
-    pil, frame = _image()
+    pil, frame = random_image(SIZE)
     cond = denoiser.sampling_condition(frame, fps=torch.tensor([8.0]), num_frames=FRAMES)
     sampler = Sampler(step="ddim", num_steps=STEPS, min_guidance=guidance, max_guidance=guidance)
     ours = sampler(denoiser, cond, FRAMES, torch.Generator().manual_seed(3)).latents
@@ -75,7 +68,7 @@ def test_analytic_init_start_from_M_is_the_closed_form():
     """From M = 940 with statistics, the sampler's first sample is alpha_M E[x0] +
     sqrt(sigma_M^2 + alpha_M^2 tr(Cov)/d) eps, with (alpha, sigma) at step M - 1."""
     denoiser = tiny_i2vgenxl(seed=0).eval()
-    _, frame = _image()
+    _, frame = random_image(SIZE)
     cond = denoiser.encode_condition(frame, num_frames=FRAMES)
     shape = (FRAMES, 4, SIZE, SIZE)
     data = torch.randn((20, *shape), generator=torch.Generator().manual_seed(1)) * 0.5 + 0.2
@@ -94,7 +87,7 @@ def test_condition_noise_on_the_first_frame_latent_only():
     """TimeNoise noises the first-frame latent by beta eps; the frame-position masks the UNet
     sees are unchanged, and the image embedding too unless ``noise_embed``."""
     denoiser = tiny_i2vgenxl(cfg_dropout=0.0)
-    _, frame = _image()
+    _, frame = random_image(SIZE)
     cond = denoiser.encode_condition(frame.expand(2, -1, -1, -1), num_frames=FRAMES)
     noisy = denoiser.training_condition(
         cond, torch.tensor([0.1, 0.8]), ConstantCondNoise(0.5), torch.Generator().manual_seed(2)

@@ -15,15 +15,9 @@ from cil_lightning.diffusion.schedules import FlowSchedule
 from cil_lightning.models.wan import tiny_wan, to_pipeline
 from cil_lightning.sampling import Sampler
 
+from .images import random_image
+
 FRAMES, SIZE, STEPS = 9, 32, 4
-
-
-def _image(seed: int = 0) -> tuple[Image.Image, torch.Tensor]:
-    """A random RGB image and the same image as a [1, 3, H, W] tensor in [-1, 1]."""
-    rng = np.random.default_rng(seed)
-    array = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
-    frame = torch.from_numpy(array).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-    return Image.fromarray(array), frame
 
 
 def _ladder_scheduler(ladder: torch.Tensor):
@@ -45,7 +39,7 @@ def test_sampler_reproduces_the_stock_pipeline(style, guidance):
     [image, zeros] on channels, CLIP tokens; or the replaced first frame with per-token timestep
     0), timestep scale, velocity sign, latent normalisation and text-only guidance agree."""
     denoiser = tiny_wan(style=style, seed=0).eval()
-    pil, frame = _image()
+    pil, frame = random_image(SIZE)
     cond = denoiser.sampling_condition(frame, FRAMES)
     sampler = Sampler(
         step="flow_euler", num_steps=STEPS, min_guidance=guidance, max_guidance=guidance
@@ -91,7 +85,7 @@ def test_concat_condition_noise_touches_only_the_image_latent():
     frames, the same eps stream), leaves the text and CLIP tokens alone; the mask is built in
     forward and never noised."""
     denoiser = tiny_wan(clip=True, cfg_dropout=0.0)
-    _, frame = _image()
+    _, frame = random_image(SIZE)
     cond = denoiser.encode_condition(frame.expand(2, -1, -1, -1), FRAMES)
     beta = 0.7
     noisy = denoiser.training_condition(
@@ -108,7 +102,7 @@ def test_replace_condition_noise_is_the_bounded_flow_point():
     """Token-replace style: the condition becomes (1 - s) c + s eps with s = beta / (1 + beta),
     and its tokens get timestep 1000 s (the model is told the condition's noise level)."""
     denoiser = tiny_wan(style="replace", cfg_dropout=0.0)
-    _, frame = _image()
+    _, frame = random_image(SIZE)
     cond = denoiser.encode_condition(frame, FRAMES)
     beta = 3.0
     noisy = denoiser.training_condition(
@@ -134,7 +128,7 @@ def test_replace_condition_noise_is_the_bounded_flow_point():
 
 def test_cfg_dropout_swaps_in_the_negative_prompt():
     denoiser = tiny_wan(clip=False, cfg_dropout=0.5)
-    _, frame = _image()
+    _, frame = random_image(SIZE)
     cond = denoiser.encode_condition(frame.expand(64, -1, -1, -1), FRAMES)
     out = denoiser.training_condition(
         cond, torch.rand(64), ConstantCondNoise(0.0), torch.Generator().manual_seed(0)
