@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ...diffusion.cond_noise import CondNoise
-from ...diffusion.rng import Generator, randn
+from ...diffusion.rng import Generator, rand, randn
 from ...diffusion.schedules import VPSchedule
 from .resampler import Resampler
 from .unet import LvdmUNet
@@ -258,18 +258,19 @@ class LvdmDenoiser(nn.Module):
         repeated = cond.latent[:, None].expand(-1, frames, -1, -1, -1)
         concat, beta = cond_noise.apply(repeated, t_norm, generator=generator)
         tokens, image_noise, image_replace = cond.tokens, None, None
+        device = cond.latent.device
         if self.image_noise != "none":
             proj = self.unet.image_proj_model
             shape = (cond.latent.shape[0], proj.latents.shape[1], proj.norm_out.normalized_shape[0])
-            zeros = torch.zeros(shape, device=cond.latent.device)
+            zeros = torch.zeros(shape, device=device)
             if self.image_noise == "timenoise":
                 image_noise, _ = cond_noise.apply(zeros, t_norm, generator=generator)
-            elif float(_uniform(1, _first(generator), cond.latent.device)) < self.replace_prob:
-                image_replace = randn(shape, generator, device=cond.latent.device)
+            elif float(rand((1,), _first(generator), device=device)) < self.replace_prob:
+                image_replace = randn(shape, generator, device=device)
         text = cond.text
         if self.uncond_prob > 0:
             p, B = self.uncond_prob, cond.latent.shape[0]
-            u = _uniform(B, generator, cond.latent.device)
+            u = rand((B,), generator, device=device)
             drop_text = (u < 2 * p).view(-1, 1, 1)
             drop_image = ((u >= p) & (u < 3 * p)).view(-1, 1, 1)
             text = torch.where(drop_text, cond.null_text, text)
@@ -308,14 +309,6 @@ class LvdmDenoiser(nn.Module):
         """s_t of a ``DynamicRescaleVPSchedule`` (ones for a plain VP schedule). [B]."""
         data_scale = getattr(self.schedule, "data_scale", None)
         return torch.ones_like(t, dtype=torch.float32) if data_scale is None else data_scale(t)
-
-
-def _uniform(n: int, generator: Generator, device) -> Tensor:
-    """[n] uniforms in [0, 1) drawn from the injected generator(s)."""
-    if generator is None or isinstance(generator, torch.Generator):
-        g_device = device if generator is None else generator.device
-        return torch.rand(n, generator=generator, device=g_device).to(device)
-    return torch.stack([torch.rand((), generator=g, device=g.device) for g in generator]).to(device)
 
 
 def _first(generator: Generator) -> Generator:
