@@ -138,3 +138,21 @@ def test_panned_frames_follow_the_stated_pan_exactly(clips):
 def test_a_pan_that_does_not_fit_fails_at_construction():
     with pytest.raises(ValueError, match="does not fit"):
         PannedPhotoClips("train", num_frames=40, height=32, width=32, photo_short_side=40)
+
+
+def test_dynamicrafter_experiment_trains_on_a_random_condition_frame(shipped_dir, tmp_path):
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose
+
+    cfg = compose("train", ["+experiment=dynamicrafter_tiny_timenoise"], output_dir=tmp_path)
+    train = instantiate(cfg.data.train, cache_dir=str(shipped_dir))
+    val = instantiate(cfg.data.val, cache_dir=str(shipped_dir))
+    indices = []
+    for i in range(len(train)):
+        item = train[i]
+        k = int(item["cond_index"])
+        assert torch.equal(item["cond_frame"], item["video"][k])
+        indices.append(k)
+    assert len(set(indices)) > 3  # not always the first frame (reference: rand_cond_frame)
+    assert all(int(val[i]["cond_index"]) == 0 for i in range(len(val)))  # evaluation: first

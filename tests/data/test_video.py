@@ -77,6 +77,23 @@ def test_load_clip_shapes_range_fps_and_condition_frame(footage):
     assert torch.equal(again["video"], out["video"])  # seeded: the same clip
 
 
+def test_random_condition_frame_is_a_uniform_frame_of_the_same_clip(footage):
+    first = ClipSpec(num_frames=6, height=32, width=32, stride=2, crop="random", flip=0.5)
+    rand = ClipSpec(**{**vars(first), "cond_frame": "random"})
+    seen = []
+    for seed in range(40):
+        a = load_clip(footage[0], first, torch.Generator().manual_seed(seed))
+        b = load_clip(footage[0], rand, torch.Generator().manual_seed(seed))
+        # the option adds one draw after the others: the clip itself is the same
+        assert torch.equal(a["video"], b["video"]) and int(a["cond_index"]) == 0
+        k = int(b["cond_index"])
+        assert torch.equal(b["cond_frame"], b["video"][k])
+        seen.append(k)
+    assert set(seen) == set(range(6))  # every frame can be the condition
+    with pytest.raises(ValueError, match="cond_frame"):
+        ClipSpec(cond_frame="last")
+
+
 def test_flip_mirrors_the_same_clip(footage):
     spec = ClipSpec(num_frames=4, height=32, width=32, stride=2, start="center", crop="center")
     plain = load_clip(footage[1], spec)

@@ -150,6 +150,7 @@ class VideoClipDataset(Dataset):
         item = {
             "video": clip["video"],
             "cond_frame": clip["cond_frame"],
+            "cond_index": clip["cond_index"],
             "fps": clip["fps"],
             "stride": clip["stride"],
             "name": self.name(index),

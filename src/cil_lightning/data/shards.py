@@ -215,6 +215,7 @@ class ShardVideos(IterableDataset):
         return {
             "video": clip["video"],
             "cond_frame": clip["cond_frame"],
+            "cond_index": clip["cond_index"],
             "fps": clip["fps"],
             "stride": clip["stride"],
             "name": os.path.basename(key),

@@ -177,6 +177,10 @@ class ClipSpec:
         start: ``random`` (training) or ``center`` / ``first`` (evaluation).
         crop: ``center`` or ``random``.
         flip: probability of a horizontal flip.
+        cond_frame: which frame of the clip is the condition: ``first`` (SVD, I2VGen-XL, Wan,
+            evaluation) or ``random`` (uniform over the clip's frames: DynamiCrafter's training
+            ``rand_cond_frame``; the reference draws one index per batch, we draw one per clip from
+            the item's generator so the draw survives resumption and any worker count).
         backend: ``decord``, ``pyav``, ``sequential`` (no seek) or ``naive`` (whole file).
         num_threads: decoder threads per open video (1 inside DataLoader workers).
         uint8: clips stay uint8 in [0, 255] (4x fewer bytes through workers and to the GPU);
@@ -191,6 +195,7 @@ class ClipSpec:
     start: str = "random"
     crop: str = "center"
     flip: float = 0.0
+    cond_frame: str = "first"
     backend: str = "decord"
     num_threads: int = 1
     uint8: bool = False
@@ -204,13 +209,16 @@ class ClipSpec:
             self.stride = tuple(int(s) for s in self.stride)
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown video backend {self.backend!r}; choose one of {BACKENDS}")
+        if self.cond_frame not in ("first", "random"):
+            raise ValueError(f"cond_frame must be first or random, got {self.cond_frame!r}")
 
 
 def load_clip(source: Source, spec: ClipSpec, generator: torch.Generator | None = None) -> dict:
     """Decode one clip of ``source`` as ``spec`` says.
 
     Returns a dict: ``video`` float [F, 3, H, W] in [-1, 1] (uint8 in [0, 255] with
-    ``spec.uint8``), ``cond_frame`` [3, H, W] (the first frame), ``fps`` (float tensor, the
+    ``spec.uint8``), ``cond_frame`` [3, H, W] (frame ``cond_index``: 0, or drawn with
+    ``spec.cond_frame="random"``), ``cond_index`` (int tensor), ``fps`` (float tensor, the
     clip's rate source_fps / stride), ``stride`` (int tensor), ``indices`` (list of source frame
     indices), ``flipped`` (bool) and ``scale`` (source -> output pixels). Raises VideoError
     (VideoTooShortError) for any unusable video.
@@ -231,9 +239,14 @@ def load_clip(source: Source, spec: ClipSpec, generator: torch.Generator | None 
     flipped = spec.flip > 0 and float(torch.rand((), generator=generator)) < spec.flip
     if flipped:
         video = video.flip(-1)
+    # drawn last: the "first" clips keep the draws (start, crop, flip) they had before this option
+    cond_index = 0
+    if spec.cond_frame == "random":
+        cond_index = int(torch.randint(0, spec.num_frames, (), generator=generator))
     return {
         "video": video,
-        "cond_frame": video[0].clone(),
+        "cond_frame": video[cond_index].clone(),
+        "cond_index": torch.tensor(cond_index),
         "fps": torch.tensor(src_fps / stride, dtype=torch.float32),
         "stride": torch.tensor(stride),
         "indices": indices,
