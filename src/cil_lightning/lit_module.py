@@ -108,7 +108,11 @@ class I2VLitModule(L.LightningModule):
         video = to_unit_range(batch["video"])
         x0 = self.denoiser.encode_video(video, names=batch.get("name"), generator=generator)
         cond = self.denoiser.encode_condition(
-            to_unit_range(batch["cond_frame"]), fps=batch.get("fps"), num_frames=video.shape[1]
+            to_unit_range(batch["cond_frame"]),
+            fps=batch.get("fps"),
+            num_frames=video.shape[1],
+            stride=batch.get("stride"),
+            caption=batch.get("caption"),
         )
         if self.training:
             self._record_conditioning(cond)

@@ -115,6 +115,10 @@ class ValidationSampling(L.Callback):
             return None
         items = [dataset[i] for i in mine]
         k = len(self.seeds)
+        stride = None  # the adapter's default when the data set gives none
+        if all("stride" in it for it in items):
+            stride = torch.stack([torch.as_tensor(it["stride"]) for it in items])
+            stride = stride.repeat_interleave(k, dim=0)
         # uint8 clips (ClipSpec.uint8) as [-1, 1] floats, as the training step sees them.
         return {
             "video": to_unit_range(torch.stack([it["video"] for it in items])).repeat_interleave(
@@ -126,6 +130,8 @@ class ValidationSampling(L.Callback):
             "fps": torch.stack(
                 [torch.as_tensor(it.get("fps", self.fps)).float() for it in items]
             ).repeat_interleave(k, dim=0),
+            "stride": stride,
+            "caption": [str(it.get("caption", "")) for it in items for _ in self.seeds],
             "name": [str(it.get("name", i)) for i, it in zip(mine, items) for _ in self.seeds],
             "seed": [s for _ in mine for s in self.seeds],
         }
@@ -186,6 +192,8 @@ class ValidationSampling(L.Callback):
                 fps=batch["fps"].to(device),
                 generator=generators,
                 num_frames=batch["video"].shape[1],
+                stride=None if batch["stride"] is None else batch["stride"].to(device),
+                caption=batch["caption"],
             )
             videos = sampler(denoiser, cond, batch["video"].shape[1], generators).video.float()
             real, frames = batch["video"].to(device), batch["cond_frame"].to(device)

@@ -14,10 +14,12 @@ x0_hat = (alpha x_t - sigma v_hat) / s_t with the unscaled alpha).
 
 Conditioning as ``lvdm.models.ddpm3d.LatentVisualDiffusion`` (hybrid): the condition frame's scaled
 latent repeated over frames and concatenated on channels; cross-attention context = 77 text tokens
-then the Resampler's output for the CLIP image tokens; fps / frame stride added to the time
-embedding. Training as the reference (METHOD.md section 7): condition noise on the concat latent
-after the repeat (independent per frame copy), CFG dropout 5 % text only, 5 % both, 5 % image only
-(the image branch sees a zero image's tokens; the concat latent is kept, as the reference does).
+then the Resampler's output for the CLIP image tokens (the text: each sample's caption through the
+frozen open_clip text encoder, the empty prompt's context for an empty one); fps or frame stride
+(``fs_kind``) added to the time embedding. Training as the reference (METHOD.md section 7):
+condition noise on the concat latent after the repeat (independent per frame copy), CFG dropout
+5 % text only, 5 % both, 5 % image only (the image branch sees a zero image's tokens; the concat
+latent is kept, as the reference does).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class LvdmCondition:
 
     Attributes:
         latent: scaled condition-frame latent [B, C, h, w].
-        text: text context [B, 77, D] (the empty prompt's when no captions are used).
+        text: text context [B, 77, D] of each sample's caption (``null_text`` for an empty one).
         tokens: CLIP image tokens [B, N, E] (before the Resampler).
         null_text, null_tokens: the unconditional text context and a zero image's tokens, same
             shapes (the reference's ``uncond_type: empty_seq`` and zero-image embedding).
@@ -114,10 +116,10 @@ class LvdmDenoiser(nn.Module):
             ``config.scaling_factor`` scales latents (lvdm: 0.18215).
         image_encoder: condition frames [B, 3, H, W] in [-1, 1] -> tokens [B, N, E] (open_clip
             ViT-H-14 all 257 tokens for the real model; a small stand-in for the tiny one).
-        null_text: [77, D] text context of the empty prompt (captions are not used yet).
+        null_text: [77, D] text context of the empty prompt; None: ``text_encoder([""])``.
         schedule: a ``VPSchedule`` with the model's prediction (eps or v).
         num_frames: frames per clip when ``encode_condition`` is not told (temporal length).
-        fps: default fps / frame stride fed as ``fs`` (DynamiCrafter 256: stride 3; 512: fps 24;
+        fps: default ``fs`` when a batch has none (DynamiCrafter 256: stride 3; 512: fps 24;
             1024: fps 10); the tasks read it as ``denoiser.fps``.
         uncond_prob: the reference's ``uncond_prob`` p: text dropped for u < 2p, image for
             p <= u < 3p (u uniform per sample), so 5 % each of text only, both, image only.
@@ -126,6 +128,11 @@ class LvdmDenoiser(nn.Module):
             noise law with its own draw of beta); ``"replace"`` (2: pure N(0, I) in place of it
             in a fraction ``replace_prob`` of batches, one draw per batch; the 512 reference).
         replace_prob: that fraction (reference: 0.95).
+        text_encoder: captions (B strings) -> [B, 77, D], e.g. ``OpenCLIPTextContext``; frozen,
+            as the reference's ``cond_stage_trainable: false``. None: every sample gets
+            ``null_text`` (captions ignored).
+        fs_kind: the batch field fed as ``fs``: ``"fps"`` (DynamiCrafter 512 / 1024) or
+            ``"stride"`` (the frame stride: DynamiCrafter 256).
     """
 
     #: no motion bucket in lvdm; the sample and diagnose tasks read the attribute
@@ -145,6 +152,8 @@ class LvdmDenoiser(nn.Module):
         replace_prob: float = 0.95,
         freeze_vae: bool = True,
         freeze_image_encoder: bool = True,
+        text_encoder: nn.Module | None = None,
+        fs_kind: str = "fps",
     ) -> None:
         super().__init__()
         if not isinstance(schedule, VPSchedule):
@@ -153,7 +162,15 @@ class LvdmDenoiser(nn.Module):
             raise ValueError("eps prediction cannot reach x0 at zero terminal SNR (alpha = 0)")
         if not 0.0 <= uncond_prob <= 1.0 / 3.0:
             raise ValueError(f"uncond_prob must be in [0, 1/3], got {uncond_prob}")
+        if fs_kind not in ("fps", "stride"):
+            raise ValueError(f"fs_kind must be fps or stride, got {fs_kind!r}")
         self.unet, self.vae, self.image_encoder = unet, vae, image_encoder
+        self.text_encoder, self.fs_kind = text_encoder, fs_kind
+        if text_encoder is not None:
+            text_encoder.requires_grad_(False).eval()
+        if null_text is None:
+            with torch.no_grad():
+                null_text = text_encoder([""])[0].float()
         self.register_buffer("null_text", null_text.detach().clone(), persistent=False)
         self.schedule = schedule
         self.num_frames, self.fps = int(num_frames), float(fps)
@@ -173,13 +190,13 @@ class LvdmDenoiser(nn.Module):
         return float(self.vae.config.scaling_factor)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """The parameters the optimiser owns (frozen VAE and image encoder excluded)."""
+        """The parameters the optimiser owns (frozen VAE and encoders excluded)."""
         return [p for p in self.parameters() if p.requires_grad]
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for module in (self.vae, self.image_encoder):  # frozen encoders stay in eval mode
-            if not any(p.requires_grad for p in module.parameters()):
+        for module in (self.vae, self.image_encoder, self.text_encoder):  # frozen: eval mode
+            if module is not None and not any(p.requires_grad for p in module.parameters()):
                 module.eval()
         return self
 
@@ -208,11 +225,14 @@ class LvdmDenoiser(nn.Module):
         fps: Tensor | None = None,
         generator: Generator = None,
         num_frames: int | None = None,
+        stride: Tensor | None = None,
+        caption: list[str] | None = None,
         **_,
     ) -> LvdmCondition:
-        """Clean condition for frames [B, 3, H, W] in [-1, 1]. ``fps`` [B]: the model's fps or
-        frame stride (None: the default). ``num_frames`` is accepted for the shared adapter
-        interface and unused (lvdm has no temporal compression)."""
+        """Clean condition for frames [B, 3, H, W] in [-1, 1]. ``fps`` / ``stride`` [B]: the
+        clips' fps and frame stride; ``fs`` is the one ``fs_kind`` names (None: the default
+        ``self.fps``). ``caption``: B strings (None: all empty). ``num_frames`` is accepted for
+        the shared adapter interface and unused (lvdm has no temporal compression)."""
         B, device = cond_frame.shape[0], cond_frame.device
         with torch.no_grad():
             dist = self.vae.encode(cond_frame.to(self.vae.dtype)).latent_dist
@@ -223,16 +243,37 @@ class LvdmDenoiser(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             both = self.image_encoder(torch.cat([cond_frame, torch.zeros_like(cond_frame)]))
         tokens, null_tokens = both.float().chunk(2)
-        fs = torch.full((B,), self.fps) if fps is None else torch.as_tensor(fps)
-        text = self.null_text[None].expand(B, -1, -1).to(device)
+        fs = stride if self.fs_kind == "stride" else fps
+        fs = torch.full((B,), self.fps) if fs is None else torch.as_tensor(fs)
+        null_text = self.null_text[None].expand(B, -1, -1).to(device)
         return LvdmCondition(
             latent=latent,
-            text=text,
+            text=self.text_context(caption, null_text),
             tokens=tokens,
-            null_text=text,
+            null_text=null_text,
             null_tokens=null_tokens,
-            fs=fs.round().long().to(device).expand(B).clone(),
+            # the reference feeds its batch's 'frame_stride' (fps_condition_type 'fs', the 256
+            # model) or 'fps' = source fps // stride, unclipped (fps_max unset in
+            # configs/training_*_v1.0/config.yaml), as .long(): lvdm/models/ddpm3d.py
+            # get_batch_input, lvdm/data/webvid.py. So the floor, not the nearest integer.
+            fs=fs.double().floor().long().to(device).expand(B).clone(),
         )
+
+    def text_context(self, caption: list[str] | None, null_text: Tensor) -> Tensor:
+        """Captions (B strings or None) -> [B, 77, D]: the frozen text encoder's context, the
+        empty prompt's ``null_text`` [B, 77, D] for empty ones (what the encoder gives for "")."""
+        if caption is None or self.text_encoder is None:
+            return null_text
+        if len(caption) != null_text.shape[0]:
+            raise ValueError(f"{len(caption)} captions for {null_text.shape[0]} condition frames")
+        rows = [i for i, c in enumerate(caption) if c]
+        if not rows:
+            return null_text
+        with torch.no_grad():
+            encoded = self.text_encoder([caption[i] for i in rows]).float()
+        text = null_text.clone()
+        text[rows] = encoded.to(text.device)
+        return text
 
     def sampling_condition(
         self,
@@ -240,10 +281,11 @@ class LvdmDenoiser(nn.Module):
         fps: Tensor | None = None,
         generator: Generator = None,
         num_frames: int | None = None,
-        **_,
+        **conditioning,
     ) -> LvdmCondition:
-        """The sampling condition: clean (DynamiCrafter adds no inference noise augmentation)."""
-        return self.encode_condition(cond_frame, fps)
+        """The sampling condition: clean (DynamiCrafter adds no inference noise augmentation);
+        ``conditioning``: ``stride``, ``caption`` as ``encode_condition``."""
+        return self.encode_condition(cond_frame, fps, **conditioning)
 
     def training_condition(
         self,

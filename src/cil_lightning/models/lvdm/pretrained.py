@@ -31,6 +31,10 @@ UNET_SIZES: dict[int, dict] = {
     1024: {"default_fs": 10},
 }
 
+#: the batch field each size is conditioned on (``fps_condition_type``: the 256 model's class
+#: default 'fs' = frame stride, ``configs/training_{512,1024}_v1.0/config.yaml`` 'fps')
+FS_KINDS = {256: "stride", 512: "fps", 1024: "fps"}
+
 #: diffusers AutoencoderKL config of the lvdm / Stable Diffusion KL-f8 VAE (``ddconfig``)
 VAE_CONFIG = {
     "in_channels": 3,
@@ -137,13 +141,16 @@ def dynamicrafter(
     schedule: VPSchedule | None = None,
     num_frames: int = 16,
     fps: float | None = None,
+    fs_kind: str | None = None,
     gradient_checkpointing: bool = False,
     **kwargs,
 ) -> LvdmDenoiser:
     """An official DynamiCrafter checkpoint as our adapter (``kwargs``: :class:`LvdmDenoiser`).
 
-    ``schedule`` defaults to the size's (``conf/model/schedule/vp_dynamicrafter*.yaml``); the
-    unconditional text context is the empty caption's, computed once here.
+    ``schedule`` defaults to the size's (``conf/model/schedule/vp_dynamicrafter*.yaml``),
+    ``fps`` (the default ``fs``) and ``fs_kind`` (fps or frame stride) to the size's. The text
+    encoder stays in the adapter (frozen) for the captions; the unconditional text context is the
+    empty caption's.
     """
     from .schedule import DynamicRescaleVPSchedule
 
@@ -157,15 +164,15 @@ def dynamicrafter(
             schedule = DynamicRescaleVPSchedule(
                 base_scale=base, rescale_zero_terminal_snr=True, prediction="v"
             )
-    with torch.no_grad():
-        null_text = text.eval()([""])[0]
     return LvdmDenoiser(
         unet=network,
         vae=vae,
         image_encoder=image,
-        null_text=null_text,
+        null_text=None,
         schedule=schedule,
         num_frames=num_frames,
         fps=UNET_SIZES[size]["default_fs"] if fps is None else fps,
+        text_encoder=text,
+        fs_kind=FS_KINDS[size] if fs_kind is None else fs_kind,
         **kwargs,
     )

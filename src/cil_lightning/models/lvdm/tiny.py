@@ -1,17 +1,19 @@
 """A tiny random DynamiCrafter-class model for CPU runs and tests: our lvdm UNet and Resampler at
-small sizes, diffusers' ``AutoencoderKL`` (the lvdm VAE's class) with two levels, and a small
-patch encoder in place of open_clip's ViT-H-14 (same output layout: tokens [B, N, E])."""
+small sizes, diffusers' ``AutoencoderKL`` (the lvdm VAE's class) with two levels, a small
+patch encoder in place of open_clip's ViT-H-14 image tower (same output layout: tokens [B, N, E])
+and the real text-context code (``OpenCLIPTextContext``, open_clip's bundled tokenizer) over a
+small random open_clip text tower, so captions take the full model's path."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from ...diffusion.schedules import VPSchedule
 from ..tiny import _seeded
 from .denoiser import LvdmDenoiser, LvdmNetwork
+from .encoders import OpenCLIPTextContext
 from .resampler import Resampler
 from .unet import LvdmUNet
 
@@ -25,6 +27,18 @@ class TinyTokenEncoder(nn.Module):
 
     def forward(self, image: Tensor) -> Tensor:
         return self.proj(image).flatten(2).transpose(1, 2)
+
+
+def tiny_text_encoder(width: int = 32, layers: int = 2) -> OpenCLIPTextContext:
+    """A random open_clip text tower of ``width`` (the context dim) and ``layers`` blocks (the
+    penultimate is used) with the real tokenizer's 49408-token vocabulary (77 tokens)."""
+    from open_clip.model import CLIP
+
+    text_cfg = {"context_length": 77, "vocab_size": 49408, "width": width, "heads": 2}
+    # the smallest vision tower open_clip builds: OpenCLIPTextContext drops it at once
+    vision_cfg = {"image_size": 16, "patch_size": 16, "width": 16, "layers": 1, "head_width": 16}
+    clip = CLIP(embed_dim=8, vision_cfg=vision_cfg, text_cfg={**text_cfg, "layers": layers})
+    return OpenCLIPTextContext(clip)
 
 
 def tiny_dynamicrafter(
@@ -46,7 +60,7 @@ def tiny_dynamicrafter(
 
     The Resampler gives 4 tokens per frame for ``num_frames`` frames (the per-frame image
     context of DynamiCrafter 512). ``kwargs`` go to :class:`LvdmDenoiser`; the small image
-    encoder trains unless ``freeze_image_encoder=True``.
+    encoder trains unless ``freeze_image_encoder=True``; the text encoder is frozen.
     """
     from diffusers import AutoencoderKL
 
@@ -75,14 +89,15 @@ def tiny_dynamicrafter(
             latent_channels=4,
         )
         encoder = TinyTokenEncoder(clip_dim)
-        null_text = torch.randn(77, context_dim)
+        text_encoder = tiny_text_encoder(context_dim)
     kwargs.setdefault("freeze_image_encoder", False)
     return LvdmDenoiser(
         unet=LvdmNetwork(unet, resampler),
         vae=vae,
         image_encoder=encoder,
-        null_text=null_text,
+        null_text=None,
         schedule=schedule if schedule is not None else VPSchedule(prediction="v"),
         num_frames=num_frames,
+        text_encoder=text_encoder,
         **kwargs,
     )

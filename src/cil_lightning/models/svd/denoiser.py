@@ -209,11 +209,13 @@ class SVDDenoiser(nn.Module):
         noise_aug_strength: float = 0.0,
         generator: Generator = None,
         num_frames: int | None = None,
+        **_,
     ) -> SVDCondition:
         """Condition for frames [B, 3, H, W] in [-1, 1]; clean unless ``noise_aug_strength`` > 0.
 
         ``num_frames`` (the clip length, which adapters that encode the condition as a video
-        need) is accepted and unused: SVD's condition is one frame's latent.
+        need) is accepted and unused: SVD's condition is one frame's latent; so is any other
+        adapter's conditioning (``stride``, ``caption``).
 
         The latent is the VAE posterior *mode*, unscaled (SVD's convention for the condition).
         ``noise_aug_strength`` adds pixel noise of that std (drawn from ``generator``) to the frame
@@ -256,6 +258,7 @@ class SVDDenoiser(nn.Module):
         motion_bucket_id: Tensor | None = None,
         generator: Generator = None,
         num_frames: int | None = None,
+        **_,
     ) -> SVDCondition:
         """The condition used for sampling: ``encode_condition`` with the adapter's inference
         noise augmentation (``noise_aug_strength``), its draw taken from ``generator`` before the
