@@ -1,24 +1,31 @@
-"""The whole Lightning training loop against a bare PyTorch loop doing the same work (CPU).
+"""The whole Lightning training loop (`train`) against a bare PyTorch loop doing the same work.
 
-    python bench/bench_train_step.py      # writes bench/results/train_step_cpu.json and .md
-    python bench/bench_train_step.py --render bench/results/train_step_cpu.json   # the .md again
+    python bench/bench_train_step.py           # writes bench/results/train_step_cpu_tiny.json, .md
+    python bench/bench_train_step.py --steps 2 --warmup 1 --repeats 1 --every 1   # smoke run
+    python bench/bench_train_step.py --render bench/results/train_step_cpu_tiny.json  # the .md
 
-Both loops train the same tiny SVD (real UNet, temporal VAE and CLIP classes) on the same clips
-from the same DataLoader for the same number of steps, with the same loss, fused AdamW, gradient
-clipping and EMA, and both log the loss and save a checkpoint every ``--every`` steps:
+Both loops train the tiny real-class SVD (``+experiment=svd_tiny_timenoise``: diffusers' UNet,
+temporal VAE and CLIP vision classes at tiny sizes) on the shipped clips, from one Hydra config
+composed as ``python -m cil_lightning train`` composes it:
 
-- ``bare``: a plain loop: fetch the batch, VAE-encode, condition, loss, backward, clip, step,
-  EMA update; every N steps append the loss to a CSV and ``torch.save`` the model, optimiser
-  and EMA state;
-- ``lightning``: ``lightning.Trainer.fit`` on ``I2VLitModule`` with a CSV logger
-  (``log_every_n_steps=N``) and ``ModelCheckpoint(every_n_train_steps=N)``, i.e. what ``train``
-  runs, its data fetching, hooks and sync-free step included.
+- ``lightning``: the ``train`` task's own function (``cil_lightning.tasks.train.train``), i.e.
+  ``Trainer.fit`` on ``I2VLitModule`` with the data module, CSV logger (every step), the default
+  callbacks (``ModelCheckpoint`` every ``--every`` steps with ``last.ckpt``, signal checkpoint,
+  skipped-video counter, loss curve, LR monitor, memory check) and the per-step seeded
+  generator and device-side non-finite check;
+- ``bare``: a plain loop over the same data module's loader, with the same model, loss, fused
+  AdamW, LR schedule, gradient clipping, EMA, VAE encoding (the config's latent cache setting) and
+  fp32; it writes the loss and LR to a CSV every step and, every ``--every`` steps, the model,
+  EMA, optimiser and schedule state (with the run config) to a step file and ``last.ckpt``, as
+  the checkpoint callback does.
 
-A run's clock starts after ``--warmup`` steps and stops when the loop has finished its last step
-(its checkpoint included), so it covers everything between steps. The two loops alternate over
-``--repeats`` runs (each with a fresh model), so drifting machine load hits both; s/step is
-reported as median (min - max) and the ratio is of medians. Raw times go to the JSON and the
-Markdown table is generated from it.
+Left out of both (the bare loop has no counterpart): validation (``limit_val_batches=0``, no
+validation sampling), the progress bar, W&B. Each repeat is a fresh run (new model, new loader);
+the clock starts at the end of step ``--warmup`` and stops at the end of the last step, its
+checkpoint included. The loops alternate repeat by repeat in one process, so a drifting machine
+load hits both. Per repeat the JSON keeps the wall and CPU (``process_time``) seconds, the load
+average before and after, torch's thread count inside the loop, each step's end time, the
+checkpoint file sizes, and for the bare loop the seconds spent in each phase of a step.
 """
 
 from __future__ import annotations
@@ -26,194 +33,305 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from functools import partial
+from collections import defaultdict
 from pathlib import Path
 
 import torch
 from _host import cpu_name, load_average
+from lightning.pytorch.callbacks import Checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CONF = Path(__file__).resolve().parents[1] / "src" / "cil_lightning" / "conf"
+PHASES = ("data", "encode", "loss", "backward", "optimizer", "ema", "log", "checkpoint")
 
 
-def make_clips(n: int, frames: int, size: int) -> list[dict]:
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(n):
-        video = torch.rand(frames, 3, size, size, generator=g) * 2 - 1
-        out.append({"video": video, "cond_frame": video[0].clone(), "fps": torch.tensor(7.0)})
-    return out
+class StepClock(Checkpoint):
+    """Records the end time of every training step, after the step's checkpoint.
+
+    A ``Checkpoint`` subclass because Lightning runs checkpoint callbacks after all others (in
+    the order given): added after ``ModelCheckpoint``, its hook sees the step's files written.
+    """
+
+    last: StepClock | None = None  # the latest instance (built by Hydra inside ``train``)
+
+    def __init__(self) -> None:
+        self.stamps: dict[int, tuple[float, float]] = {}  # step: (wall, CPU) seconds
+        self.threads = None
+        StepClock.last = self
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.stamps[trainer.global_step] = (time.perf_counter(), time.process_time())
+        self.threads = torch.get_num_threads()
 
 
-def loader(clips: list[dict], batch: int):
-    return torch.utils.data.DataLoader(clips, batch_size=batch, shuffle=False, drop_last=True)
+def compose(args, output_dir: Path, clock: bool = False):
+    """The train config of both loops, as ``python -m cil_lightning train`` composes it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    overrides = [
+        "+experiment=svd_tiny_timenoise",
+        "logger=csv",
+        f"trainer.max_steps={args.warmup + args.steps}",
+        "trainer.log_every_n_steps=1",
+        f"callbacks.model_checkpoint.every_n_train_steps={args.every}",
+        "++trainer.limit_val_batches=0",
+        "callbacks.validation_metrics=null",
+        "++trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
+        f"paths.output_dir={output_dir}",
+    ]
+    if clock:
+        overrides.append(f"+callbacks.step_clock._target_={StepClock.__module__}.StepClock")
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return hydra_compose("train", overrides=overrides)
 
 
-def build(seed: int = 0):
-    from cil_lightning.diffusion.cond_noise import TimeNoise
-    from cil_lightning.models.tiny import tiny_svd
+def lightning_loop(args, tmp: Path) -> dict:
+    from cil_lightning.tasks.train import train
 
-    return tiny_svd(seed=seed, cfg_dropout=0.1), TimeNoise(beta_m=15.0, a=5.0)
+    cfg = compose(args, tmp, clock=True)
+    load0 = load_average()
+    train(cfg)
+    clock = StepClock.last
+    stamps = [clock.stamps[s][0] for s in range(args.warmup, args.warmup + args.steps + 1)]
+    cpu = clock.stamps[args.warmup + args.steps][1] - clock.stamps[args.warmup][1]
+    return {
+        "wall_s": stamps[-1] - stamps[0],
+        "cpu_s": cpu,
+        "step_ends": [s - stamps[0] for s in stamps],
+        "threads": clock.threads,
+        "load_before": load0,
+        "load_after": load_average(),
+        "checkpoint_bytes": checkpoint_bytes(tmp),
+    }
 
 
-OPTIMIZER = partial(torch.optim.AdamW, lr=3e-5, weight_decay=0.01, fused=True)
+def bare_loop(args, tmp: Path) -> dict:
+    import lightning as L
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
-
-def bare_loop(clips: list[dict], args, tmp: Path) -> float:
+    from cil_lightning.data.video import to_unit_range
     from cil_lightning.diffusion.loss import DenoisingLoss
     from cil_lightning.ema import build_ema
 
-    torch.manual_seed(0)
-    den, tn = build()
-    loss_fn = DenoisingLoss(tn)
+    cfg = compose(args, tmp)
+    L.seed_everything(cfg.seed, workers=True)  # as ``train``: the loader's order seed
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    den = instantiate(cfg.model)
+    loss_fn = DenoisingLoss(instantiate(cfg.cond_noise))
     params = den.trainable_parameters()
-    opt = OPTIMIZER(params)
-    ema = build_ema(den.unet, 0.9999)
-    csv = (tmp / "bare_loss.csv").open("w")
-    step, t0 = 0, time.perf_counter()
+    opt = instantiate(cfg.optimizer)(params=params)
+    sched = instantiate(cfg.lr_scheduler)(optimizer=opt)
+    ema = build_ema(den.unet, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema_decay else None
+    ckpt_dir = tmp / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    csv = (tmp / "metrics.csv").open("w")
+    csv.write("step,train/loss,lr\n")
+
+    phases: dict[str, float] = defaultdict(float)
+    stamps, step, load0, threads = [], 0, load_average(), None
+    last = time.perf_counter()
+
+    def mark(name: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if step >= args.warmup:  # the timed steps only
+            phases[name] += now - last
+        last = now
+
     while step < args.warmup + args.steps:
-        for b in loader(clips, args.batch):
-            gen = torch.Generator().manual_seed(step)
-            x0 = den.encode_video(b["video"], generator=gen)
-            cond = den.encode_condition(b["cond_frame"], fps=b["fps"])
+        for batch in data.train_dataloader():
+            mark("data")
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            video = to_unit_range(batch["video"])
+            x0 = den.encode_video(video, names=batch.get("name"), generator=gen)
+            cond = den.encode_condition(
+                to_unit_range(batch["cond_frame"]), fps=batch.get("fps"), num_frames=video.shape[1]
+            )
+            mark("encode")
             loss = loss_fn(den, x0, cond, gen).mean()
-            opt.zero_grad(set_to_none=True)
+            mark("loss")
             loss.backward()
-            opt.found_inf = (~torch.isfinite(loss.detach())).float()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            mark("backward")
+            opt.found_inf = (~torch.isfinite(loss.detach())).float()  # the fused skip flag
+            torch.nn.utils.clip_grad_norm_(params, cfg.trainer.gradient_clip_val)
             opt.step()
-            ema.update_parameters(den.unet)
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            mark("optimizer")
+            if ema is not None:
+                ema.update_parameters(den.unet)
+            mark("ema")
             step += 1
+            csv.write(f"{step},{loss.item()},{sched.get_last_lr()[0]}\n")
+            mark("log")
             if step % args.every == 0:
-                csv.write(f"{step},{loss.item()}\n")
                 state = {
-                    "model": den.state_dict(),
-                    "opt": opt.state_dict(),
-                    "ema": ema.state_dict(),
+                    "global_step": step,
+                    "denoiser": den.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "optimizer": opt.state_dict(),
+                    "lr_scheduler": sched.state_dict(),
+                    "config": run_config,
                 }
-                torch.save(state, tmp / "bare.ckpt")
-            if step == args.warmup:  # the clock starts at the end of the last warm-up step
-                t0 = time.perf_counter()
+                for name in (f"step{step:06d}.ckpt", "last.ckpt"):  # save_last: a second file
+                    torch.save(state, ckpt_dir / name)
+            mark("checkpoint")
+            if step >= args.warmup:
+                stamps.append(time.perf_counter())
+                if step == args.warmup:
+                    cpu0, threads = time.process_time(), torch.get_num_threads()
             if step == args.warmup + args.steps:
                 break
+    cpu = time.process_time() - cpu0
     csv.close()
-    return time.perf_counter() - t0
+    return {
+        "wall_s": stamps[-1] - stamps[0],
+        "cpu_s": cpu,
+        "step_ends": [s - stamps[0] for s in stamps],
+        "threads": threads,
+        "load_before": load0,
+        "load_after": load_average(),
+        "checkpoint_bytes": checkpoint_bytes(tmp),
+        "phases_s": {name: phases[name] for name in PHASES},
+    }
 
 
-def lightning_loop(clips: list[dict], args, tmp: Path) -> float:
-    import lightning as L
-    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
-
-    from cil_lightning.lit_module import I2VLitModule
-
-    class Clock(Callback):
-        def __init__(self) -> None:
-            self.t0 = self.t1 = None
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            if trainer.global_step == args.warmup:
-                self.t0 = time.perf_counter()
-
-        def on_train_end(self, trainer, pl_module) -> None:
-            self.t1 = time.perf_counter()
-
-    torch.manual_seed(0)
-    den, tn = build()
-    module = I2VLitModule(den, tn, optimizer=OPTIMIZER, ema_decay=0.9999)
-    clock = Clock()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=args.warmup + args.steps,
-        gradient_clip_val=1.0,
-        logger=CSVLogger(tmp),
-        log_every_n_steps=args.every,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[clock, ModelCheckpoint(dirpath=tmp, every_n_train_steps=args.every)],
-        default_root_dir=tmp,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-    trainer.fit(module, train_dataloaders=loader(clips, args.batch))
-    return clock.t1 - clock.t0
+def checkpoint_bytes(run_dir: Path) -> int:
+    """Size of the largest checkpoint file a run wrote (0: none)."""
+    return max((p.stat().st_size for p in run_dir.rglob("*.ckpt")), default=0)
 
 
-def machine() -> str:
-    return (
-        f"{cpu_name()}, {os.cpu_count()} logical cores (load average {load_average():.2f} at "
-        "start), "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-    )
+def machine() -> dict:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    import lightning
+
+    return {
+        "cpu": cpu_name(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "python": platform.python_version(),
+        "load_average": load_average(),
+        "commit": commit,
+    }
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.4f} ({min(values):.4f} - {max(values):.4f})"
 
 
 def render(result: dict) -> str:
     """The Markdown report of one run's JSON."""
-    c = result["config"]
+    c, m = result["config"], result["machine"]
+    n = c["steps"]
+    bare, lit = result["bare"], result["lightning"]
     lines = [
-        "# Training loop: Lightning against a bare PyTorch loop (CPU)",
+        "# Whole training loop: Lightning (`train`) against a bare PyTorch loop (CPU)",
         "",
-        f"Generated by `bench/bench_train_step.py` from its JSON. Command: `{result['command']}`.",
-        f"Machine: {result['machine']}.",
-        f"Model: the tiny real-class SVD, batch {c['batch']} x {c['frames']} frames x "
-        f"{c['size']}x{c['size']}, TimeNoise (beta_m 15, a 5), fused AdamW, grad clip 1.0, EMA; "
-        f"loss logged and a checkpoint saved every {c['every']} steps; {c['steps']} timed steps "
-        f"after {c['warmup']} warm-up steps, {c['repeats']} alternating runs of each loop.",
+        f"Generated by `bench/bench_train_step.py` from its JSON; command: `{result['command']}`.",
         "",
-        "| loop | s/step median (min - max) | ratio to bare (medians) |",
-        "|---|---|---:|",
+        f"Machine: {m['cpu']}, {m['cpu_cores']} cores ({m['torch_threads']} torch threads), "
+        f"load average {m['load_average']:.2f} at start, torch {m['torch']}, lightning "
+        f"{m['lightning']}, commit {m['commit']}.",
+        f"Run: `+experiment=svd_tiny_timenoise` on the shipped clips (batch {c['batch']} x "
+        f"{c['frames']} frames x {c['height']}x{c['width']}, fp32); loss logged to CSV every step, "
+        f"checkpoint (step file and last.ckpt) every {c['every']} steps; {n} timed steps after "
+        f"{c['warmup']} warm-up steps, {c['repeats']} alternating repeats of each loop.",
+        "",
+        "| loop | wall s/step median (min - max) | CPU s/step median | torch threads | "
+        "checkpoint MB | load avg before -> after (median) |",
+        "|---|---|---:|---:|---:|---|",
     ]
-    base = statistics.median(result["bare"])
-    for name in ("bare", "lightning"):
-        per_step = [t / c["steps"] for t in result[name]]
-        med = statistics.median(per_step)
+    for name, runs in (("bare", bare), ("lightning", lit)):
         lines.append(
-            f"| {name} | {med:.4f} ({min(per_step):.4f} - {max(per_step):.4f}) | "
-            f"{statistics.median(result[name]) / base:.3f} |"
+            f"| {name} | {spread([r['wall_s'] / n for r in runs])} | "
+            f"{statistics.median(r['cpu_s'] / n for r in runs):.4f} | "
+            f"{', '.join(sorted({str(r['threads']) for r in runs}))} | "
+            f"{statistics.median(r['checkpoint_bytes'] for r in runs) / 1e6:.2f} | "
+            f"{statistics.median(r['load_before'] for r in runs):.2f} -> "
+            f"{statistics.median(r['load_after'] for r in runs):.2f} |"
         )
-    lines.append("")
+    pairs = [lr["wall_s"] / br["wall_s"] for br, lr in zip(bare, lit)]
+    ratio = statistics.median(r["wall_s"] for r in lit) / statistics.median(
+        r["wall_s"] for r in bare
+    )
+    phase = {k: statistics.median(r["phases_s"][k] / n for r in bare) for k in bare[0]["phases_s"]}
+    lines += [
+        "",
+        f"Overhead Lightning / bare (ratio of median wall s/step): **{ratio:.3f}x**; per "
+        f"alternating pair: {spread(pairs)}.",
+        "",
+        "Bare loop, median s/step by phase: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in phase.items())
+        + ".",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--every", type=int, default=10, help="log and checkpoint interval")
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--size", type=int, default=32)
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--out", type=Path, default=RESULTS / "train_step_cpu")
+    p.add_argument("--every", type=int, default=10, help="checkpoint interval (steps)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
+    )
+    p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--render", type=Path, default=None, help="only rewrite the .md of this JSON")
     args = p.parse_args(argv)
     if args.render is not None:
         result = json.loads(args.render.read_text())
         args.render.with_suffix(".md").write_text(render(result))
+        print(f"wrote {args.render.with_suffix('.md')}")
         return result
 
-    clips = make_clips(args.batch * 4, args.frames, args.size)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose(args, Path(tmp))
     result = {
         "command": " ".join(["python", Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "machine": machine(),
         "config": {k: getattr(args, k) for k in ("steps", "warmup", "repeats", "every")}
-        | {k: getattr(args, k) for k in ("frames", "size", "batch")},
+        | {
+            "batch": cfg.data.batch_size,
+            "frames": cfg.data.num_frames,
+            "height": cfg.data.height,
+            "width": cfg.data.width,
+            "cache_latents": cfg.model.get("cache_latents"),
+        },
         "bare": [],
         "lightning": [],
     }
     for _ in range(args.repeats):
         for name, fn in (("bare", bare_loop), ("lightning", lightning_loop)):
             with tempfile.TemporaryDirectory() as tmp:
-                result[name].append(fn(clips, args, Path(tmp)))
-    json_path = args.out.with_suffix(".json")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
-    json_path.with_suffix(".md").write_text(render(result))
-    print(render(result) + f"\nwrote {json_path} and {json_path.with_suffix('.md')}")
+                result[name].append(fn(args, Path(tmp)))
+    out = args.out_dir / "train_step_cpu_tiny.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(render(result))
+    print(render(result))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
     return result
 
 
