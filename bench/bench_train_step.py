@@ -26,6 +26,12 @@ checkpoint included. The loops alternate repeat by repeat in one process, so a d
 load hits both. Per repeat the JSON keeps the wall and CPU (``process_time``) seconds, the load
 average before and after, torch's thread count inside the loop, each step's end time, the
 checkpoint file sizes, and for the bare loop the seconds spent in each phase of a step.
+
+On a machine shared with other busy processes, run with ``--threads 1``: torch's OpenMP threads
+meet at a barrier in every parallel op, and when the other core is taken by another process each
+barrier waits for a time slice. With 2 threads at a load average of 7 on 2 cores, a step took
+18 s of wall and 7.8 s of CPU (spinning) against 2.2 s and 0.9 s with 1 thread in the same
+conditions; the earlier "3.8-8.6 s/step" bare-loop times were this, not the loop's work.
 """
 
 from __future__ import annotations
@@ -272,11 +278,15 @@ def render(result: dict) -> str:
     ratio = statistics.median(r["wall_s"] for r in lit) / statistics.median(
         r["wall_s"] for r in bare
     )
+    cpu_ratio = statistics.median(r["cpu_s"] for r in lit) / statistics.median(
+        r["cpu_s"] for r in bare
+    )
     phase = {k: statistics.median(r["phases_s"][k] / n for r in bare) for k in bare[0]["phases_s"]}
     lines += [
         "",
         f"Overhead Lightning / bare (ratio of median wall s/step): **{ratio:.3f}x**; per "
-        f"alternating pair: {spread(pairs)}.",
+        f"alternating pair: {spread(pairs)}. Ratio of median CPU s/step (what a shared "
+        f"machine's load disturbs least): {cpu_ratio:.3f}x.",
         "",
         "Bare loop, median s/step by phase: "
         + ", ".join(f"{k} {v:.4f}" for k, v in phase.items())
