@@ -60,7 +60,7 @@ def _cond(b: int, g: torch.Generator, q: int = 4, d: int = 32) -> LvdmCondition:
 
 
 @torch.no_grad()
-def test_adapter_reproduces_the_reference_unet_on_the_vc1_fixture():
+def test_adapter_reproduces_the_reference_unet_on_the_vc1_fixture(tiny):
     """The tiny reference VideoCrafter1 UNet (tests/fixtures/lvdm/NOTE.md) inside our adapter:
     x_t alone into the UNet (4 channels), text + image context, fps; the adapter's x0 is the
     fixture's eps output turned into x0 on the rescaled schedule."""
@@ -71,7 +71,6 @@ def test_adapter_reproduces_the_reference_unet_on_the_vc1_fixture():
     unet.load_state_dict(det_state(unet), strict=True)
     proj = Resampler(dim=16, depth=1, dim_head=8, heads=2, num_queries=16, embedding_dim=8,
                      output_dim=16, video_length=None)  # fmt: skip
-    tiny = tiny_videocrafter(num_frames=4)
     adapter = VideoCrafterDenoiser(
         LvdmNetwork(unet, proj), tiny.vae, tiny.image_encoder, torch.zeros(77, 16),
         videocrafter_schedule(),
