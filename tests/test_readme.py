@@ -70,7 +70,7 @@ EXPECTED: tuple[Expect, ...] = (
         rf"data\.root='/webvid' {NOT_FOUND}.*model\.pretrained_path='weights/\S+' {NOT_FOUND}",
     ),
     Expect(
-        r"train \+experiment=dynamicrafter_timenoise data\.root=/webvid$",
+        r"train \+experiment=(dynamicrafter|videocrafter)_timenoise data\.root=/webvid$",
         False,
         rf"data\.root='/webvid' {NOT_FOUND}.*model\.ckpt='\S+/model\.ckpt' is not an existing file",
     ),

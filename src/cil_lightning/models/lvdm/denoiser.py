@@ -137,6 +137,9 @@ class LvdmDenoiser(nn.Module):
 
     #: no motion bucket in lvdm; the sample and diagnose tasks read the attribute
     motion_bucket_id = 0.0
+    #: the condition latent repeated and concatenated on channels (VideoCrafter1: False, image
+    #: through cross-attention only; ``videocrafter.py``)
+    concat_condition = True
 
     def __init__(
         self,
@@ -296,9 +299,10 @@ class LvdmDenoiser(nn.Module):
     ) -> LvdmCondition:
         """Condition noise on the repeated concat latent (one draw per frame copy), optionally on
         the CLIP tokens, then the reference's CFG dropout."""
-        frames = self.num_frames
-        repeated = cond.latent[:, None].expand(-1, frames, -1, -1, -1)
-        concat, beta = cond_noise.apply(repeated, t_norm, generator=generator)
+        concat = None
+        if self.concat_condition:
+            repeated = cond.latent[:, None].expand(-1, self.num_frames, -1, -1, -1)
+            concat, _ = cond_noise.apply(repeated, t_norm, generator=generator)
         tokens, image_noise, image_replace = cond.tokens, None, None
         device = cond.latent.device
         if self.image_noise != "none":
@@ -336,7 +340,8 @@ class LvdmDenoiser(nn.Module):
             raise ValueError(
                 f"the condition was noised for {concat.shape[1]} frames (num_frames), x has {F}"
             )
-        inp = torch.cat([x, concat.to(x.dtype)], dim=2).transpose(1, 2)  # [B, 2C, F, h, w]
+        channels = [x, concat.to(x.dtype)] if self.concat_condition else [x]
+        inp = torch.cat(channels, dim=2).transpose(1, 2)  # [B, C_in, F, h, w]
         image = (cond.image_noise, cond.image_replace)
         out = self.unet(inp, t.to(x.dtype), cond.text, cond.tokens, cond.fs, *image).transpose(1, 2)
         alpha, sigma = self.schedule.alpha_sigma(t.to(x.dtype))
