@@ -15,14 +15,16 @@ from cil_lightning.diffusion.cond_noise import NoCondNoise
 from cil_lightning.lit_module import I2VLitModule
 from cil_lightning.models.lvdm import pretrained
 from cil_lightning.models.lvdm.tiny import tiny_dynamicrafter
+from cil_lightning.models.lvdm.videocrafter import tiny_videocrafter
 from cil_lightning.sampling import Sampler
 
 CAPTIONS = ["a red car drives along a coastal road", "", "waves break on a rocky shore"]
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return tiny_dynamicrafter(num_frames=3)
+@pytest.fixture(scope="module", params=["dynamicrafter", "videocrafter"])
+def tiny(request):
+    build = {"dynamicrafter": tiny_dynamicrafter, "videocrafter": tiny_videocrafter}
+    return build[request.param](num_frames=3)
 
 
 def _frames(b: int, seed: int = 0) -> torch.Tensor:

@@ -42,7 +42,7 @@ from .official import load_official, read_state_dict
 from .pretrained import load_official_encoders, load_official_vae, lvdm_encoders, lvdm_vae
 from .resampler import Resampler
 from .schedule import DynamicRescaleVPSchedule
-from .tiny import TinyTokenEncoder
+from .tiny import TinyTokenEncoder, tiny_text_encoder
 from .unet import LvdmUNet
 
 #: the UNet's default fps (``openaimodel3d_videocrafter.UNetModel.forward(fps=16)``)
@@ -68,7 +68,7 @@ class VideoCrafterDenoiser(LvdmDenoiser):
         unet: LvdmNetwork,
         vae: nn.Module,
         image_encoder: nn.Module,
-        null_text: Tensor,
+        null_text: Tensor | None,
         schedule: VPSchedule,
         fps: float = DEFAULT_FPS,
         uncond_prob: float = 0.2,
@@ -134,18 +134,18 @@ def videocrafter(
     **kwargs,
 ) -> VideoCrafterDenoiser:
     """An official VideoCrafter1-I2V checkpoint as our adapter (``kwargs``:
-    :class:`VideoCrafterDenoiser`). The unconditional text context is the empty caption's,
-    computed once here; ``train_image_proj=False`` freezes the Resampler, as the reference."""
+    :class:`VideoCrafterDenoiser`). The text encoder stays in the adapter (frozen) for the
+    captions, the unconditional context is the empty caption's; ``train_image_proj=False``
+    freezes the Resampler, as the reference."""
     network, vae, text, image = load_videocrafter(ckpt)
     network.diffusion_model.gradient_checkpointing = bool(gradient_checkpointing)
     network.image_proj_model.requires_grad_(bool(train_image_proj))
-    with torch.no_grad():
-        null_text = text.eval()([""])[0]
     return VideoCrafterDenoiser(
         unet=network,
         vae=vae,
         image_encoder=image,
-        null_text=null_text,
+        null_text=None,
+        text_encoder=text,
         schedule=schedule if schedule is not None else videocrafter_schedule(),
         num_frames=num_frames,
         **kwargs,
@@ -165,7 +165,8 @@ def tiny_videocrafter(
 ) -> VideoCrafterDenoiser:
     """Tiny random VideoCrafter1-class model for the CPU: as ``tiny_dynamicrafter`` (two 64-channel
     levels, a two-level VAE, a patch encoder in place of ViT-H-14) with 4 input channels and
-    ``num_queries`` image tokens shared by all frames. ``kwargs``: :class:`VideoCrafterDenoiser`."""
+    ``num_queries`` image tokens shared by all frames and the tiny open_clip text tower (captions
+    take the full model's path). ``kwargs``: :class:`VideoCrafterDenoiser`."""
     from diffusers import AutoencoderKL
 
     with _seeded(seed):
@@ -184,14 +185,15 @@ def tiny_videocrafter(
             block_out_channels=(32, 64), layers_per_block=1, latent_channels=4,
         )  # fmt: skip
         encoder = TinyTokenEncoder(clip_dim)
-        null_text = torch.randn(77, context_dim)
+        text_encoder = tiny_text_encoder(context_dim)
     resampler.requires_grad_(bool(train_image_proj))
     kwargs.setdefault("freeze_image_encoder", True)
     return VideoCrafterDenoiser(
         unet=LvdmNetwork(unet, resampler),
         vae=vae,
         image_encoder=encoder,
-        null_text=null_text,
+        null_text=None,
+        text_encoder=text_encoder,
         schedule=schedule if schedule is not None else videocrafter_schedule(),
         num_frames=num_frames,
         **kwargs,
