@@ -147,6 +147,7 @@ PATHS: dict[str, tuple[str, str]] = {
     "sampler.stats": ("file", "Analytic-Init statistics; write them with `cil_lightning stats`"),
     "model.prompt_embeds": ("file", "the training prompt's text embeddings (safetensors)"),
     "stats": ("file", "Analytic-Init statistics; write them with `cil_lightning stats`"),
+    "source": ("file", "the official checkpoint the exported model was built from"),
     "ckpt": ("ckpt", ""),
     "ckpt_path": ("ckpt", ""),
 }

@@ -46,7 +46,8 @@ def analytic_init_params(
 ) -> tuple[Tensor, float]:
     """The Analytic-Init Gaussian N(mean, std^2 I) at the start point ``M``.
 
-    (alpha, sigma) = ``schedule.alpha_sigma(schedule.start_time(M))``;
+    (alpha, sigma) = ``schedule.init_alpha_sigma(schedule.start_time(M))`` (the forward process's
+    ``alpha_sigma`` except where a schedule follows its reference, e.g. lvdm's dynamic rescale);
     mean = alpha * E[x0], std = sqrt(sigma^2 + alpha^2 * tr(Cov)/d).
 
     ``stats=None`` means a zero-mean, unit-variance data prior: mean = 0, std^2 = sigma^2 + alpha^2.
@@ -58,7 +59,7 @@ def analytic_init_params(
         std: python float.
     """
     t = torch.tensor(float(schedule.start_time(M)), dtype=torch.float64)
-    alpha_t, sigma_t = schedule.alpha_sigma(t)
+    alpha_t, sigma_t = schedule.init_alpha_sigma(t)
     alpha, sigma = float(alpha_t), float(sigma_t)
     if stats is None:
         return torch.zeros((), dtype=torch.float64), math.sqrt(sigma**2 + alpha**2)

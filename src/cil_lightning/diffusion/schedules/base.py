@@ -89,6 +89,11 @@ class Schedule(ABC):
     def start_time(self, M: float | None = None) -> float:
         """Native time at which sampling starts for the start point ``M`` (None: the full start)."""
 
+    def init_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(alpha, sigma) of Analytic-Init's Gaussian at the start time ``t``: the forward
+        process's own, unless a schedule follows a reference that uses other values."""
+        return self.alpha_sigma(t)
+
     @abstractmethod
     def sampling_times(
         self, num_steps: int, M: float | None = None, *, device: torch.device | str | None = None

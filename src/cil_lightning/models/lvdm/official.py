@@ -10,6 +10,7 @@ first missing or unexpected key and the file, before any training.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -126,21 +127,64 @@ def check_keys(
             )
 
 
+def merge_official(
+    source: Mapping[str, Tensor], ours: Mapping[str, Tensor], where: str
+) -> dict[str, Tensor]:
+    """``source`` (an official state dict) with ``ours`` (entries in official names) written over
+    it: every other entry (VAE, encoders, schedule buffers, ``scale_arr``) is kept as it is, and
+    source entries under our network prefixes that ``ours`` renames (the 256 model's
+    ``framestride_embed``) go. Raises :class:`CheckpointKeyError` naming the first entry of
+    ``ours`` that ``source`` lacks, or the first network entry of ``source`` that ``ours`` lacks
+    (a model of another configuration than ``where``)."""
+    renamed = {_renamed(k): k for k in source}
+    missing = [k for k in ours if k not in renamed]
+    if missing:
+        raise CheckpointKeyError(
+            f"{where}: has no key {missing[0]!r} of the exported model ({len(missing)} of "
+            f"{len(ours)} absent; the model was not built from this checkpoint?)"
+        )
+    extra = [k for k in renamed if k.startswith(tuple(PREFIXES)) and k not in ours]
+    if extra:
+        raise CheckpointKeyError(
+            f"{where}: has key {renamed[extra[0]]!r} that the exported network lacks "
+            f"({len(extra)} such; the model was not built from this checkpoint?)"
+        )
+    # in the source's order, our entries in place of its network's
+    return {_renamed(k): ours.get(_renamed(k), v) for k, v in source.items()}
+
+
+def _renamed(key: str) -> str:
+    """An official key under our network prefixes with the known renames applied."""
+    if key.startswith(tuple(PREFIXES)):
+        for old, new in RENAMES.items():
+            key = key.replace(old, new)
+    return key
+
+
 def export_official(network: nn.Module, source: str | Path, out: str | Path) -> Path:
     """Write ``network`` (a fine-tuned UNet + Resampler) as an official-layout ``.ckpt``.
 
     Every other entry (VAE, encoders, schedule buffers) is copied from the official ``source``
-    file it was loaded from, so the official inference scripts load the result with
-    ``strict=True``. Returns the written path.
+    file it was loaded from (:func:`merge_official`), so the official inference scripts load the
+    result with ``strict=True``. Returns the written path.
     """
-    state = dict(read_state_dict(source))
-    ours = official_state_from_network(network)
-    # entries under our prefixes that the network no longer has (the 256 model's
-    # framestride_embed, written back under its current name) go
-    for k in [k for k in state if k.startswith(tuple(PREFIXES)) and k not in ours]:
-        del state[k]
-    state.update({k: v.detach().cpu().contiguous() for k, v in ours.items()})
+    state = merge_official(
+        read_state_dict(source), official_state_from_network(network), str(source)
+    )
+    return save_official(state, out)
+
+
+def save_official(state: Mapping[str, Tensor], out: str | Path) -> Path:
+    """``torch.save({"state_dict": state})`` as the official loaders read it (CPU, contiguous).
+
+    Written to a temporary name and renamed: ``state`` may hold tensors memory-mapped from
+    ``out`` itself (``read_state_dict``), which truncating ``out`` would pull from under them.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state}, out)
+    partial = out.with_name(out.name + ".partial")
+    torch.save(
+        {"state_dict": {k: v.detach().cpu().contiguous() for k, v in state.items()}}, partial
+    )
+    os.replace(partial, out)
     return out

@@ -13,6 +13,13 @@ rescaled step. The clean time t = -1 has s = 1 (unscaled latents to decode; the 
 ends at its last ladder step's scale, about 0.986 for 50 trailing steps). The adapter undoes s for
 v-prediction through :meth:`data_scale`. Framework-free maths; it lives with the lvdm adapter
 until the lead moves it to ``diffusion/schedules``.
+
+Analytic-Init: the TimeNoise reference (``scripts/evaluation/inference.py``) builds x_M from
+``sqrt_alphas_cumprod[M - 1]`` alone, without ``scale_arr``, although its sampler then treats x_M
+as noised s_M x0: mean sqrt(abar_M) E[x0], variance 1 - abar_M + abar_M tr(Cov)/d. At M = 940 on
+the 512 schedule that alpha is 0.0304 where the process's alpha_M s_M is 0.0212 (s = 0.7).
+``init_alpha_sigma`` follows the reference by default (``reference_analytic_init``); False gives
+the process's own (alpha_M s_M, sigma_M).
 """
 
 from __future__ import annotations
@@ -30,11 +37,20 @@ class DynamicRescaleVPSchedule(VPSchedule):
         base_scale: s for steps >= ``turning_step`` (DynamiCrafter 512 and VideoCrafter1: 0.7;
             1024: 0.3).
         turning_step: steps over which s falls linearly from 1 to ``base_scale`` (400).
+        reference_analytic_init: Analytic-Init with the unscaled alpha_M as the reference
+            (module docstring); False: with alpha_M s_M.
         **kwargs: the ``VPSchedule`` arguments.
     """
 
-    def __init__(self, base_scale: float = 0.7, turning_step: int = 400, **kwargs) -> None:
+    def __init__(
+        self,
+        base_scale: float = 0.7,
+        turning_step: int = 400,
+        reference_analytic_init: bool = True,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
+        self.reference_analytic_init = bool(reference_analytic_init)
         if not 0 < base_scale <= 1:
             raise ValueError(f"base_scale must be in (0, 1], got {base_scale}")
         if int(turning_step) != turning_step or not 1 <= turning_step <= self.T:
@@ -54,6 +70,14 @@ class DynamicRescaleVPSchedule(VPSchedule):
         idx = (t + 1.5).long() if t.is_floating_point() else t.long() + 1
         scale = self._scale_cpu.to(t.device).index_select(0, idx.reshape(-1)).view(t.shape)
         return scale.to(t.dtype if t.is_floating_point() else torch.float32)
+
+    def init_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(sqrt(abar_t), sigma_t) as the reference's Analytic-Init, or the process's
+        (alpha_t s_t, sigma_t) with ``reference_analytic_init=False``."""
+        if not self.reference_analytic_init:
+            return self.alpha_sigma(t)
+        _, sigma = self.alpha_sigma(t)
+        return self.abar(t).sqrt().to(sigma.dtype), sigma  # abar is not rescaled
 
     def loss_weight(self, t: Tensor) -> Tensor:
         """The reference's unweighted loss on its target, in x0 units of the unscaled data.
