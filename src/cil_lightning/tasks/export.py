@@ -5,6 +5,8 @@ What is written depends on the checkpoint's adapter (:data:`EXPORTS`):
 * SVD (``format=diffusers``): the (EMA) UNet with ``save_pretrained`` together with the VAE, CLIP
   image encoder, image processor and SVD's scheduler, so
   ``StableVideoDiffusionPipeline.from_pretrained(out)`` loads it unchanged.
+* Wan and I2VGen-XL (``format=diffusers``): ``WanImageToVideoPipeline`` / ``I2VGenXLPipeline``
+  folders without text encoder (they take ``prompt_embeds``).
 * lvdm, DynamiCrafter and VideoCrafter1 (``format=both``, ``official`` or ``safetensors``):
   ``out/model.ckpt`` in the official layout, its VAE, text encoder and schedule buffers copied
   from ``source`` (default: the run config's ``model.ckpt``); and our safetensors folder
@@ -22,11 +24,19 @@ from ..config.checks import ConfigError, validate
 from . import run_hydra_task
 
 
-def _svd(denoiser, run_cfg: DictConfig, cfg: DictConfig, fmt: str) -> list[str]:
-    from ..models.svd import to_pipeline
+def _diffusers(family: str) -> Callable[..., list[str]]:
+    """The export of a model diffusers ships: the family module's ``to_pipeline`` saved with
+    ``save_pretrained`` (Wan and I2VGen-XL pipelines hold no text encoder: they are called with
+    ``prompt_embeds``, see ``models/prompt_embeds.py``)."""
 
-    to_pipeline(denoiser).save_pretrained(cfg.out, safe_serialization=True)
-    return [f"wrote a StableVideoDiffusionPipeline folder to {cfg.out}"]
+    def write(denoiser, run_cfg: DictConfig, cfg: DictConfig, fmt: str) -> list[str]:
+        from importlib import import_module
+
+        pipeline = import_module(f"..models.{family}", __package__).to_pipeline(denoiser)
+        pipeline.save_pretrained(cfg.out, safe_serialization=True)
+        return [f"wrote a {type(pipeline).__name__} folder to {cfg.out}"]
+
+    return write
 
 
 def _lvdm(denoiser, run_cfg: DictConfig, cfg: DictConfig, fmt: str) -> list[str]:
@@ -64,7 +74,9 @@ def _official_source(cfg: DictConfig, run_cfg: DictConfig) -> str | None:
 
 #: adapter class (or base class) name -> (its export, the formats it writes, default first)
 EXPORTS: dict[str, tuple[Callable[..., list[str]], tuple[str, ...]]] = {
-    "SVDDenoiser": (_svd, ("diffusers",)),
+    "SVDDenoiser": (_diffusers("svd"), ("diffusers",)),
+    "WanDenoiser": (_diffusers("wan"), ("diffusers",)),
+    "I2VGenXLDenoiser": (_diffusers("i2vgen_xl"), ("diffusers",)),
     "LvdmDenoiser": (_lvdm, ("both", "official", "safetensors")),
 }
 FORMATS = tuple(dict.fromkeys(f for _, formats in EXPORTS.values() for f in formats))
