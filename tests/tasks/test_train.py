@@ -23,9 +23,9 @@ def test_tiny_model_loss_falls_on_a_fixed_batch(tmp_path):
         return module._loss(batch, torch.Generator().manual_seed(7)).mean().item()
 
     torch.manual_seed(0)
-    opt = torch.optim.AdamW(module.denoiser.trainable_parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(module.denoiser.trainable_parameters(), lr=3e-3)
     before = fixed_loss()
-    for step in range(40):
+    for step in range(15):  # 0.45 of the start after 15 steps (40 at 1e-3: 0.39)
         opt.zero_grad()
         module._loss(batch, torch.Generator().manual_seed(100 + step)).mean().backward()
         opt.step()
