@@ -94,9 +94,11 @@ class PoisonAt:
         return item
 
 
-def _poisoned(cfg):
-    dm = instantiate(cfg.data, batch_size=len(instantiate(cfg.data).train_set))
-    dm.train_set = PoisonAt(dm.train_set, 0)  # every batch holds item 0: the first step is bad
+def _poisoned(cfg, size: int = 2):
+    """The data module cut to its first ``size`` clips, one batch of all of them, item 0 NaN: every
+    batch holds item 0, so every step is bad (a small set keeps each step cheap)."""
+    dm = instantiate(cfg.data, batch_size=size)
+    dm.train_set = PoisonAt(torch.utils.data.Subset(dm.train_set, range(size)), 0)
     return dm
 
 
