@@ -19,8 +19,9 @@ from .images import random_image
 FRAMES, SIZE, STEPS = 4, 32, 4
 
 
-@pytest.mark.parametrize("prediction", ["v", "eps"])
-@pytest.mark.parametrize("guidance", [1.0, 9.0])
+# each prediction type and each guidance path once (the four pairs cost twice the time and
+# exercise no other line): v with the pipeline's guidance 9 (the released model), eps unguided
+@pytest.mark.parametrize("prediction, guidance", [("v", 9.0), ("eps", 1.0)])
 def test_ddim_reproduces_the_stock_pipeline(prediction, guidance, monkeypatch):
     """Our Sampler (DDIM, eta 0, trailing ladder from the full start) and ``I2VGenXLPipeline``
     give the same latents for the same x_T, embeddings and image: the image latents with their
