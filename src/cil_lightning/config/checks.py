@@ -141,8 +141,13 @@ PATHS: dict[str, tuple[str, str]] = {
     ),
     "model.ckpt": (
         "file",
-        "the model's official checkpoint file (DynamiCrafter's model.ckpt); nothing is "
-        "downloaded: see the README's weights table",
+        "the model's official checkpoint file (DynamiCrafter's or VideoCrafter1's model.ckpt); "
+        "nothing is downloaded: see the README's weights table",
+    ),
+    "model.open_clip": (
+        "any",
+        "a local open_clip ViT-H-14 weights file or folder (open_clip_pytorch_model.bin) for the "
+        "lvdm encoders; nothing is downloaded",
     ),
     "sampler.stats": ("file", "Analytic-Init statistics; write them with `cil_lightning stats`"),
     "model.prompt_embeds": ("file", "the training prompt's text embeddings (safetensors)"),

@@ -11,11 +11,14 @@ from cil_lightning.models.lvdm.official import (
     official_state_from_network,
 )
 from cil_lightning.models.lvdm.pretrained import (
+    encoder_state_from_open_clip,
     load_dynamicrafter,
+    load_official_encoders,
     load_official_vae,
     lvdm_encoders,
     lvdm_network,
     lvdm_vae,
+    read_open_clip,
     vae_state_from_official,
 )
 
@@ -90,3 +93,54 @@ def test_whole_official_checkpoint_loads_and_a_missing_encoder_key_is_named():
     del official["embedder.model.visual.transformer.resblocks.31.mlp.c_proj.bias"]
     with pytest.raises(CheckpointKeyError, match=r"missing key 'embedder\.model\.visual"):
         load_dynamicrafter(official, size=512)
+
+
+def test_an_open_clip_vit_h_14_maps_onto_exactly_the_official_encoder_keys():
+    """The laion2b ViT-H-14 open_clip file (its CLIP state dict, here on the meta device) gives
+    the official ``cond_stage_model.*`` and ``embedder.*`` entries, no more, no less."""
+    import open_clip
+    from open_clip.model import CLIP
+
+    with torch.device("meta"):
+        clip = CLIP(**open_clip.get_model_config("ViT-H-14"))
+    mapped = encoder_state_from_open_clip(clip.state_dict())
+    official = _official_meta_state("keys_clip.txt")
+    assert set(mapped) == set(official)
+    assert all(mapped[k].shape == v.shape for k, v in official.items())
+
+
+def test_encoders_load_from_a_local_open_clip_folder(tmp_path):
+    """A folder as laion ships it: both towers take its weights (outputs equal the source CLIP's
+    towers); a folder without the file and a file without a key fail naming them."""
+    import copy
+
+    from open_clip.model import CLIP
+
+    from cil_lightning.models.lvdm.encoders import OpenCLIPImageTokens, OpenCLIPTextContext
+
+    vision = dict(image_size=32, patch_size=16, width=32, layers=2, head_width=16)
+    text_cfg = dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=3)
+    torch.manual_seed(0)
+    source = CLIP(embed_dim=16, vision_cfg=vision, text_cfg=text_cfg).eval()
+    with pytest.raises(FileNotFoundError, match="open_clip_model.safetensors or open_clip_pytorch"):
+        read_open_clip(tmp_path)
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    torch.save(state, tmp_path / "open_clip_pytorch_model.bin")
+    fresh = CLIP(embed_dim=16, vision_cfg=vision, text_cfg=text_cfg)  # other random weights
+    text, image = OpenCLIPTextContext(copy.deepcopy(fresh)), OpenCLIPImageTokens(fresh, 32)
+    mapped, where = read_open_clip(tmp_path)
+    assert where.endswith("open_clip_pytorch_model.bin")
+    load_official_encoders(text, image, mapped, where, assign=False)
+    captions, frames = ["a dog runs on a beach"], torch.rand(1, 3, 48, 48) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(
+            text.eval()(captions), OpenCLIPTextContext(copy.deepcopy(source))(captions)
+        )
+        torch.testing.assert_close(
+            image.eval()(frames), OpenCLIPImageTokens(copy.deepcopy(source), 32)(frames)
+        )
+    del state["ln_final.weight"]
+    torch.save(state, tmp_path / "open_clip_pytorch_model.bin")
+    mapped, where = read_open_clip(tmp_path)
+    with pytest.raises(CheckpointKeyError, match=r"cond_stage_model\.model\.ln_final\.weight"):
+        load_official_encoders(text, image, mapped, where, assign=False)

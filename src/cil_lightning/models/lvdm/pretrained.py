@@ -118,20 +118,63 @@ def load_official_encoders(
     text.model.attn_mask = torch.full((n, n), float("-inf")).triu_(1)
 
 
+#: weight files of an open_clip folder (as ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K`` ships them)
+OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def read_open_clip(path: str | Path) -> tuple[dict[str, Tensor], str]:
+    """(the encoders' entries in the official checkpoints' names, the file read) of a local
+    open_clip ViT-H-14 (``laion2b_s32b_b79k``): a weights file or a folder holding one of
+    :data:`OPEN_CLIP_FILES`. The text tower is the CLIP without ``visual.*``
+    (``cond_stage_model.model.*``), the image tower the CLIP without the text ``transformer.*``
+    (``embedder.model.*``), as the official checkpoints store them."""
+    path = Path(path)
+    if path.is_dir():
+        found = [path / name for name in OPEN_CLIP_FILES if (path / name).is_file()]
+        if not found:
+            raise FileNotFoundError(
+                f"no open_clip weights in {path}: expected {' or '.join(OPEN_CLIP_FILES)} (the "
+                "files of laion/CLIP-ViT-H-14-laion2B-s32B-b79K, downloaded beforehand)"
+            )
+        path = found[0]
+    return encoder_state_from_open_clip(read_state_dict(path)), str(path)
+
+
+def encoder_state_from_open_clip(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """An open_clip CLIP state dict in the official checkpoints' encoder names (text: all but
+    ``visual.*``; image: all but the text ``transformer.*``)."""
+    text, image = ENCODER_PREFIXES["text"] + "model.", ENCODER_PREFIXES["image"] + "model."
+    mapped = {text + k: v for k, v in state.items() if not k.startswith("visual.")}
+    mapped.update({image + k: v for k, v in state.items() if not k.startswith("transformer.")})
+    return mapped
+
+
+def load_encoders(
+    state: Mapping[str, Tensor], where: str, open_clip: str | Path | None = None
+) -> tuple[OpenCLIPTextContext, OpenCLIPImageTokens]:
+    """The two ViT-H-14 encoders, strictly loaded from an official state dict or, when
+    ``open_clip`` names a local open_clip file or folder, from there."""
+    if open_clip is not None:
+        state, where = read_open_clip(open_clip)
+    text, image = lvdm_encoders()
+    load_official_encoders(text, image, state, where)
+    return text, image
+
+
 def load_dynamicrafter(
-    ckpt: str | Path | Mapping[str, Tensor], size: int = 512
+    ckpt: str | Path | Mapping[str, Tensor], size: int = 512, open_clip: str | Path | None = None
 ) -> tuple[LvdmNetwork, nn.Module, OpenCLIPTextContext, OpenCLIPImageTokens]:
     """Network, VAE, text and image encoder of an official DynamiCrafter ``.ckpt`` (or its state
-    dict), each loaded strictly; fails before any training, naming the first missing or
-    unexpected key and the file."""
+    dict; the encoders from a local open_clip file or folder when ``open_clip`` is given), each
+    loaded strictly; fails before any training, naming the first missing or unexpected key and
+    the file."""
     where = str(ckpt) if isinstance(ckpt, (str, Path)) else "the given state dict"
     state = read_state_dict(ckpt) if isinstance(ckpt, (str, Path)) else ckpt
     with torch.device("meta"):
         network, vae = lvdm_network(size), lvdm_vae()
     load_official(network, state, name=where, assign=True)
     load_official_vae(vae, state, where, assign=True)
-    text, image = lvdm_encoders()
-    load_official_encoders(text, image, state, where)
+    text, image = load_encoders(state, where, open_clip)
     return network, vae, text, image
 
 
@@ -143,6 +186,7 @@ def dynamicrafter(
     fps: float | None = None,
     fs_kind: str | None = None,
     gradient_checkpointing: bool = False,
+    open_clip: str | Path | None = None,
     **kwargs,
 ) -> LvdmDenoiser:
     """An official DynamiCrafter checkpoint as our adapter (``kwargs``: :class:`LvdmDenoiser`).
@@ -150,11 +194,12 @@ def dynamicrafter(
     ``schedule`` defaults to the size's (``conf/model/schedule/vp_dynamicrafter*.yaml``),
     ``fps`` (the default ``fs``) and ``fs_kind`` (fps or frame stride) to the size's. The text
     encoder stays in the adapter (frozen) for the captions; the unconditional text context is the
-    empty caption's.
+    empty caption's. ``open_clip``: a local open_clip ViT-H-14 file or folder to take both
+    encoders from instead of ``ckpt`` (:func:`read_open_clip`).
     """
     from .schedule import DynamicRescaleVPSchedule
 
-    network, vae, text, image = load_dynamicrafter(ckpt, size)
+    network, vae, text, image = load_dynamicrafter(ckpt, size, open_clip)
     network.diffusion_model.gradient_checkpointing = bool(gradient_checkpointing)
     if schedule is None:
         if size == 256:

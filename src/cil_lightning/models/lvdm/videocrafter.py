@@ -39,7 +39,7 @@ from ...diffusion.schedules import VPSchedule
 from ..tiny import _seeded
 from .denoiser import LvdmCondition, LvdmDenoiser, LvdmNetwork
 from .official import load_official, read_state_dict
-from .pretrained import load_official_encoders, load_official_vae, lvdm_encoders, lvdm_vae
+from .pretrained import load_encoders, load_official_vae, lvdm_vae
 from .resampler import Resampler
 from .schedule import DynamicRescaleVPSchedule
 from .tiny import TinyTokenEncoder, tiny_text_encoder
@@ -104,7 +104,7 @@ def videocrafter_network(**kwargs) -> LvdmNetwork:
     return LvdmNetwork(unet, Resampler(num_queries=16, video_length=None))
 
 
-def load_videocrafter(ckpt: str | Path | dict[str, Tensor]):
+def load_videocrafter(ckpt: str | Path | dict[str, Tensor], open_clip: str | Path | None = None):
     """Network, VAE, text and image encoder of an official VideoCrafter1 i2v_512 ``model.ckpt``
     (or its state dict): ``model.diffusion_model.*``, ``image_proj_model.*``,
     ``first_stage_model.*``, ``cond_stage_model.*``, ``embedder.*``, each loaded strictly; fails
@@ -115,8 +115,7 @@ def load_videocrafter(ckpt: str | Path | dict[str, Tensor]):
         network, vae = videocrafter_network(), lvdm_vae()
     load_official(network, state, name=where, assign=True)
     load_official_vae(vae, state, where, assign=True)
-    text, image = lvdm_encoders()
-    load_official_encoders(text, image, state, where)
+    text, image = load_encoders(state, where, open_clip)
     return network, vae, text, image
 
 
@@ -131,13 +130,15 @@ def videocrafter(
     num_frames: int = 16,
     gradient_checkpointing: bool = False,
     train_image_proj: bool = False,
+    open_clip: str | Path | None = None,
     **kwargs,
 ) -> VideoCrafterDenoiser:
     """An official VideoCrafter1-I2V checkpoint as our adapter (``kwargs``:
     :class:`VideoCrafterDenoiser`). The text encoder stays in the adapter (frozen) for the
     captions, the unconditional context is the empty caption's; ``train_image_proj=False``
-    freezes the Resampler, as the reference."""
-    network, vae, text, image = load_videocrafter(ckpt)
+    freezes the Resampler, as the reference; ``open_clip``: a local open_clip file or folder
+    for both encoders instead of ``ckpt``."""
+    network, vae, text, image = load_videocrafter(ckpt, open_clip)
     network.diffusion_model.gradient_checkpointing = bool(gradient_checkpointing)
     network.image_proj_model.requires_grad_(bool(train_image_proj))
     return VideoCrafterDenoiser(
