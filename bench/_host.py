@@ -22,3 +22,14 @@ def cpu_name() -> str:
 def load_average() -> float:
     """The 1-minute load average (nan where the OS has none)."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds all processes of the machine have run since boot (/proc/stat; nan elsewhere):
+    its change over a timed run, less the run's own CPU time, is what others took meanwhile."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return float("nan")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
