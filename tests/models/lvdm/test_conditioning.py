@@ -195,7 +195,7 @@ def test_validation_conditions_carry_captions_and_strides(tiny):
 def test_dynamicrafter_256_is_conditioned_on_the_stride_512_on_fps(monkeypatch):
     parts = tiny_dynamicrafter(num_frames=3)
     loaded = (parts.unet, parts.vae, parts.text_encoder, parts.image_encoder)
-    monkeypatch.setattr(pretrained, "load_dynamicrafter", lambda ckpt, size: loaded)
+    monkeypatch.setattr(pretrained, "load_dynamicrafter", lambda ckpt, size, open_clip=None: loaded)
     for size, kind, fs in [(256, "stride", 3), (512, "fps", 24), (1024, "fps", 10)]:
         model = pretrained.dynamicrafter("model.ckpt", size=size, num_frames=3)
         assert (model.fs_kind, model.fps) == (kind, fs)
