@@ -47,3 +47,22 @@ def test_two_step_smoke_run_writes_consistent_json_and_markdown(tmp_path, monkey
     (tmp_path / "train_throughput_cpu_tiny.md").unlink()
     bench.main(["--render", str(tmp_path / "train_throughput_cpu_tiny.json")])
     assert (tmp_path / "train_throughput_cpu_tiny.md").read_text() == md
+
+
+def test_full_size_builds_the_released_svd_architecture_on_the_meta_device(monkeypatch):
+    """``--size full`` (the GPU run) builds SVD img2vid's networks with random weights: checked
+    here without memory on the meta device, by parameter count (UNet 1.52 B, temporal VAE 97.7 M,
+    OpenCLIP ViT-H/14 image tower with projection 632 M, as the released checkpoint's files)."""
+    import torch
+
+    bench = _bench(monkeypatch)
+    with torch.device("meta"):
+        den = bench.build_denoiser("full", gradient_checkpointing=True)
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    assert 1.52e9 < count(den.unet) < 1.53e9
+    assert 97.5e6 < count(den.vae) < 98.0e6
+    assert 630e6 < count(den.image_encoder) < 635e6
+    assert den.unet.is_gradient_checkpointing
