@@ -44,7 +44,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,7 +51,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from _host import busy_cpu_seconds, cpu_name, load_average
+from _host import busy_cpu_seconds, cpu_name, git_commit, load_average
 from lightning.pytorch.callbacks import Checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -229,12 +228,6 @@ def checkpoint_bytes(run_dir: Path) -> int:
 
 
 def machine() -> dict:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-    except OSError:
-        commit = ""
     import lightning
 
     return {
@@ -245,7 +238,7 @@ def machine() -> dict:
         "lightning": lightning.__version__,
         "python": platform.python_version(),
         "load_average": load_average(),
-        "commit": commit,
+        "commit": git_commit(),
     }
 
 

@@ -33,14 +33,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from functools import partial
 from pathlib import Path
 
 import torch
-from _host import cpu_name, load_average
+from _host import cpu_name, git_commit, load_average
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -235,12 +234,6 @@ def peak_flops(device, dtype, n: int, repeats: int = 5) -> float:
 
 
 def machine(device) -> dict:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-    except OSError:
-        commit = ""
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "cpu_cores": os.cpu_count(),
@@ -248,7 +241,7 @@ def machine(device) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "load_average": load_average(),
-        "commit": commit,
+        "commit": git_commit(),
     }
 
 
