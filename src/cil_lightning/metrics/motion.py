@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from .registry import METHODS, resolve_method  # noqa: F401  (the flow names live with the table)
 from .weights import load_state_dict, require_file
 
 
@@ -192,18 +193,6 @@ def load_raft(
     network = {"large": raft_large, "small": raft_small}[arch](weights=None, progress=False)
     network.load_state_dict(load_state_dict(path))
     return RAFTFlow(network, num_flow_updates)
-
-
-METHODS = ("auto", "raft", "dis", "farneback")
-
-
-def resolve_method(method: str = "auto", raft_weights: str | Path | None = None) -> str:
-    """The flow method ``auto`` stands for (RAFT with weights, else DIS); checks the name."""
-    if method not in METHODS:
-        raise ValueError(f"metric.motion.method must be one of {METHODS}, got {method!r}")
-    if method == "auto":
-        return "raft" if raft_weights else "dis"
-    return method
 
 
 def build_flow(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -76,16 +77,26 @@ def weight_files(names: Iterable[str], settings: Mapping) -> list[tuple[str, obj
     return out
 
 
-def _motion_method(motion: Mapping) -> str:
-    from .motion import resolve_method
+METHODS = ("auto", "raft", "dis", "farneback")
 
+
+def resolve_method(method: str = "auto", raft_weights: str | Path | None = None) -> str:
+    """The flow method ``auto`` stands for (RAFT with weights, else DIS); checks the name."""
+    if method not in METHODS:
+        raise ValueError(f"metric.motion.method must be one of {METHODS}, got {method!r}")
+    if method == "auto":
+        return "raft" if raft_weights else "dis"
+    return method
+
+
+def _motion_method(motion: Mapping) -> str:
     return resolve_method(motion.get("method", "auto"), motion.get("raft_weights"))
 
 
 def _is_settings(s: Mapping) -> dict:
     """``metric.is`` keys other than ``weights``, checked; absent keys get StyleGAN-V's values."""
     from .c3d import check_detector
-    from .inception_score import EPS, SEED, SHUFFLE, SPLITS, check_settings
+    from .video_inception_score import EPS, SEED, SHUFFLE, SPLITS, check_settings
 
     out = {
         "splits": s.get("splits", SPLITS),
@@ -111,7 +122,7 @@ def build_metrics(names: Iterable[str], settings: Mapping, modules: Mapping | No
     from .clip import CLIPImageAlignment, CLIPTemporalConsistency, load_clip
     from .fid import FrameFID
     from .fvd import FrechetVideoDistance
-    from .inception_score import VideoInceptionScore
+    from .video_inception_score import VideoInceptionScore
     from .motion import MotionScore, MotionScoreError, build_flow
 
     names = list(names)
