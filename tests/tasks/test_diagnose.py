@@ -26,7 +26,7 @@ from cil_lightning.diffusion.schedules import EDMSchedule, FlowSchedule, VPSched
 from cil_lightning.metrics.motion import build_flow, motion_scores
 from cil_lightning.sampling import Sampler
 
-from ..conftest import run_cli
+from ..conftest import run_task
 
 SIGMA_MAX = 80.0  # the stand-in's EDM schedule (as model=tiny)
 PANS = ((1, 0), (0, 1), (2, 0), (-1, 0), (0, -1), (1, 1))
@@ -238,7 +238,7 @@ def test_sampling_settings_and_outputs_on_the_stand_in(clips, motion_fn, tmp_pat
 
 def test_cli_end_to_end_on_the_tiny_model(tmp_path):
     run = tmp_path / "run"
-    out = run_cli(
+    out = run_task(
         "diagnose",
         "model=svd_tiny",
         "data=panned",
@@ -248,7 +248,6 @@ def test_cli_end_to_end_on_the_tiny_model(tmp_path):
         "M=[100]",
         "sampler.num_steps=2",
         f"hydra.run.dir={run}",
-        timeout=300,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     with (run / "diagnose.csv").open() as f:

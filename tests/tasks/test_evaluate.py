@@ -7,7 +7,7 @@ import torch
 from cil_lightning.config.checks import ConfigError
 from cil_lightning.data.video_io import write_mp4
 
-from ..conftest import compose, run_cli
+from ..conftest import compose, run_cli, run_task
 from ..metrics.helpers import TINY_CLIP, pan, photo, tiny_clip_encoder
 
 
@@ -39,7 +39,7 @@ def folders(tmp_path_factory):
 def test_evaluate_end_to_end_writes_metrics_json_and_per_video_csv(folders, tmp_path):
     run_dir = tmp_path / "run"
     metrics = "[fvd,motion_score,ms_error,clip_alignment,temporal_consistency]"
-    out = run_cli(
+    out = run_task(
         "evaluate",
         f"hydra.run.dir={run_dir}",
         f"generated={folders / 'gen'}",
@@ -51,7 +51,6 @@ def test_evaluate_end_to_end_writes_metrics_json_and_per_video_csv(folders, tmp_
         _clip_override(),
         "wandb.enabled=false",
         "batch_size=2",
-        timeout=300,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "cil_lightning evaluate finished" in out.stdout

@@ -8,8 +8,8 @@ import torch
 from cil_lightning.data.video_io import read_video
 from cil_lightning.diffusion.analytic_init import LatentStats
 
-from ..conftest import run_cli
-from ..conftest import run_ok as cli
+from ..conftest import run_task
+from ..conftest import task_ok as cli
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +83,13 @@ def test_sample_rejects_stats_of_another_shape(trained, tmp_path):
     LatentStats().update(torch.randn(3, 5, 4, 16, 16)).save(stats_path)
     Image = pytest.importorskip("PIL.Image")
     Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
-    out = run_cli(
+    out = run_task(
         "sample",
         f"images={tmp_path / 'a.png'}",
         f"ckpt={trained / 'checkpoints' / 'last.ckpt'}",
         f"sampler.stats={stats_path}",
         "sampler.num_steps=1",
         f"hydra.run.dir={tmp_path / 'o'}",
-        timeout=300,
     )
     assert out.returncode != 0
     assert (

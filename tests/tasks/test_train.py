@@ -6,7 +6,7 @@ from hydra.utils import instantiate
 from cil_lightning.data.video_io import read_video
 from cil_lightning.lit_module import I2VLitModule
 
-from ..conftest import compose, run_cli
+from ..conftest import compose, run_task
 
 
 def test_tiny_model_loss_falls_on_a_fixed_batch(tmp_path):
@@ -57,7 +57,7 @@ def test_module_config_wires_the_root_keys_and_gives_the_hand_built_loss(tmp_pat
 
 def test_train_task_writes_checkpoint_video_and_loss_curve(tmp_path):
     run_dir = tmp_path / "run"
-    out = run_cli(
+    out = run_task(
         "train",
         f"hydra.run.dir={run_dir}",
         "logger=csv",
@@ -68,7 +68,6 @@ def test_train_task_writes_checkpoint_video_and_loss_curve(tmp_path):
         "data.height=16",
         "data.width=16",
         "callbacks.model_checkpoint.every_n_train_steps=3",
-        timeout=300,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "cil_lightning train finished" in out.stdout
