@@ -122,8 +122,8 @@ def build_metrics(names: Iterable[str], settings: Mapping, modules: Mapping | No
     from .clip import CLIPImageAlignment, CLIPTemporalConsistency, load_clip
     from .fid import FrameFID
     from .fvd import FrechetVideoDistance
-    from .video_inception_score import VideoInceptionScore
     from .motion import MotionScore, MotionScoreError, build_flow
+    from .video_inception_score import VideoInceptionScore
 
     names = list(names)
     unknown = [n for n in names if n not in METRICS]

@@ -11,12 +11,11 @@ from cil_lightning.models.lvdm.official import official_state_from_network
 from ...conftest import run_ok as cli
 
 
-@pytest.mark.slow  # about 2 minutes on the shared CPU
-def test_tiny_dynamicrafter_trains_and_samples_through_the_configs(tmp_path):
-    run = tmp_path / "run"
+def train_tiny(experiment: str, run) -> None:
+    """Two CLI training steps of a tiny lvdm experiment into ``run`` (checkpoint at step 2)."""
     cli(
         "train",
-        "+experiment=dynamicrafter_tiny_timenoise",
+        f"+experiment={experiment}",
         f"hydra.run.dir={run}",
         "logger=csv",
         "trainer.max_steps=2",
@@ -25,6 +24,12 @@ def test_tiny_dynamicrafter_trains_and_samples_through_the_configs(tmp_path):
         "callbacks.model_checkpoint.every_n_train_steps=2",
         "~callbacks.validation_metrics",
     )
+
+
+@pytest.mark.slow  # about 2 minutes on the shared CPU
+def test_tiny_dynamicrafter_trains_and_samples_through_the_configs(tmp_path):
+    run = tmp_path / "run"
+    train_tiny("dynamicrafter_tiny_timenoise", run)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["cil_lightning_config"]["model"]["_target_"].endswith("tiny_dynamicrafter")
     state = ckpt["state_dict"]

@@ -28,6 +28,7 @@ from cil_lightning.models.lvdm.videocrafter import (
 from ...conftest import compose
 from ...conftest import run_ok as cli
 from .test_pretrained import _official_meta_state
+from .test_train_tiny import train_tiny
 from .test_unet import FIXTURES
 from .weights import det_state
 
@@ -240,17 +241,7 @@ def test_tiny_experiment_takes_a_training_step_through_its_configs():
 @pytest.mark.slow  # about 2 minutes on the shared CPU
 def test_tiny_videocrafter_trains_samples_and_diagnoses_through_the_cli(tmp_path):
     run = tmp_path / "run"
-    cli(
-        "train",
-        "+experiment=videocrafter_tiny_timenoise",
-        f"hydra.run.dir={run}",
-        "logger=csv",
-        "trainer.max_steps=2",
-        "data.num_frames=4",
-        "sampler.num_steps=2",
-        "callbacks.model_checkpoint.every_n_train_steps=2",
-        "~callbacks.validation_metrics",
-    )
+    train_tiny("videocrafter_tiny_timenoise", run)
     last = run / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
     assert ckpt["cil_lightning_config"]["model"]["_target_"].endswith("tiny_videocrafter")
