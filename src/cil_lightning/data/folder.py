@@ -86,7 +86,7 @@ class FolderVideos(VideoClipDataset):
             raise FileNotFoundError(
                 f"no videos ({', '.join(extensions)}) for split {split!r} in {root}"
             )
-        captions = [_sidecar_caption(f) for f in files]
+        captions = [sidecar_caption(f) for f in files]
         self.root = str(root)
         self._set_entries([str(f) for f in files], captions)
 
@@ -98,6 +98,7 @@ def _rel(path: Path, base: Path) -> str:
         return str(path)
 
 
-def _sidecar_caption(path: Path) -> str:
+def sidecar_caption(path: Path) -> str:
+    """The caption of a video or image: its sidecar ``<name>.txt`` (stripped), else ""."""
     txt = path.with_suffix(".txt")
     return txt.read_text(encoding="utf-8").strip() if txt.is_file() else ""

@@ -2,7 +2,9 @@
 
 From a training checkpoint (``ckpt=...``) or a model config (``model=svd
 model.pretrained_path=...``). Writes one mp4 and one gif per image and seed, and ``record.json``
-with the exact settings.
+with the exact settings. Models that encode text (DynamiCrafter, VideoCrafter1) take ``prompt=``
+for every image, else each image's sidecar ``<name>.txt`` (as the folder data reads captions),
+else the empty caption.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..config.checks import validate
+from ..config.checks import ConfigError, validate
 from . import choose_device, run_hydra_task
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -56,6 +58,7 @@ def sample(cfg: DictConfig) -> dict:
     from hydra.utils import instantiate
     from tqdm import tqdm
 
+    from ..data.folder import sidecar_caption
     from ..data.video_io import write_gif, write_mp4
     from ..diffusion.rng import per_sample_generators
     from ..models.checkpoint import load_denoiser
@@ -73,6 +76,12 @@ def sample(cfg: DictConfig) -> dict:
     width = int(cfg.width or run_data.get("width") or 512)
     device = choose_device(cfg.device)
     denoiser.to(device)
+    prompt, encodes_text = cfg.get("prompt"), getattr(denoiser, "text_encoder", None) is not None
+    if prompt is not None and not encodes_text:
+        raise ConfigError(
+            f"prompt={prompt!r}: this {type(denoiser).__name__} encodes no text (prompts reach "
+            "DynamiCrafter and VideoCrafter1; Wan and I2VGen-XL take model.prompt_embeds, SVD none)"
+        )
 
     # null: the conditioning the checkpoint was trained with (load_denoiser sets the adapter's
     # defaults to it), or the model config's for a pretrained model.
@@ -86,6 +95,7 @@ def sample(cfg: DictConfig) -> dict:
     for path in tqdm(files, desc="sample", unit="image"):
         image = load_image(path, height, width).to(device)[None].expand(len(seeds), -1, -1, -1)
         generators = per_sample_generators(seeds)
+        caption = (prompt if prompt is not None else sidecar_caption(path)) if encodes_text else ""
         # Each seed draws its inference condition noise first, then the sampler's noise, in the
         # stock pipeline's order.
         cond = denoiser.sampling_condition(
@@ -94,12 +104,15 @@ def sample(cfg: DictConfig) -> dict:
             motion_bucket_id=None if bucket is None else torch.tensor([bucket]),
             num_frames=num_frames,
             generator=generators,
+            caption=[caption] * len(seeds),
         )
         videos = sampler(denoiser, cond, num_frames, generators).video.cpu()
         for seed, video in zip(seeds, videos):
             mp4 = write_mp4(out_dir / f"{path.stem}_seed{seed}.mp4", video, fps)
             write_gif(mp4.with_suffix(".gif"), video, fps)
-            outputs.append({"image": str(path), "seed": seed, "video": str(mp4)})
+            outputs.append(
+                {"image": str(path), "seed": seed, "video": str(mp4), "caption": caption}
+            )
 
     record = {
         "ckpt": cfg.get("ckpt"),
