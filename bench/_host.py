@@ -1,11 +1,13 @@
-"""What the benchmarks record about the machine they ran on (imported by the bench scripts,
-whose folder Python puts on ``sys.path`` when they run)."""
+"""What the benchmarks record about the machine they ran on, and how they write their results
+(imported by the bench scripts, whose folder Python puts on ``sys.path`` when they run)."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -44,3 +46,13 @@ def git_commit() -> str:
         ).stdout.strip()
     except OSError:
         return ""
+
+
+def write_results(path: Path, result: dict, render: Callable[[dict], str]) -> None:
+    """The raw ``result`` as ``path`` (JSON) and the Markdown ``render`` makes of it beside it
+    (``.md``, so every table is generated from its JSON); prints the table and both paths."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    path.with_suffix(".md").write_text(render(result))
+    print(render(result))
+    print(f"wrote {path} and {path.with_suffix('.md')}")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _host import cpu_name, load_average
+from _host import cpu_name, load_average, write_results
 from torch.utils.data import DataLoader
 
 from cil_lightning.data.base import VideoClipDataset
@@ -181,10 +181,7 @@ def main(argv: list[str] | None = None) -> None:
             r["vs_sequential"] = statistics.median(r["clips_per_s"]) / base
         result["rows"] += rows
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    json_path = args.out.with_suffix(".json")
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
-    json_path.with_suffix(".md").write_text(render(result))
-    print(render(result) + f"\nwrote {json_path} and {json_path.with_suffix('.md')}")
+    write_results(args.out.with_suffix(".json"), result, render)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from _host import busy_cpu_seconds, cpu_name, git_commit, load_average
+from _host import busy_cpu_seconds, cpu_name, git_commit, load_average, write_results
 from lightning.pytorch.callbacks import Checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -358,11 +358,7 @@ def main(argv: list[str] | None = None) -> dict:
             with tempfile.TemporaryDirectory() as tmp:
                 result[name].append(fn(args, Path(tmp)))
     out = args.out_dir / "train_step_cpu_tiny.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(render(result))
-    print(render(result))
-    print(f"wrote {out} and {out.with_suffix('.md')}")
+    write_results(out, result, render)
     return result
 
 

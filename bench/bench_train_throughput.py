@@ -39,7 +39,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from _host import cpu_name, git_commit, load_average
+from _host import cpu_name, git_commit, load_average, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -382,11 +382,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = run(args)
     device = "cuda" if cuda else "cpu"
     out = args.out_dir / f"train_throughput_{device}_{args.size}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(render(result))
-    print(render(result))
-    print(f"wrote {out} and {out.with_suffix('.md')}")
+    write_results(out, result, render)
     return result
 
 
