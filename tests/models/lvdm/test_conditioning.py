@@ -65,6 +65,18 @@ def test_each_caption_gets_the_text_encoders_context(tiny):
         tiny.encode_condition(_frames(3), caption=CAPTIONS[:2])
 
 
+@torch.no_grad()
+def test_a_repeated_caption_is_encoded_once_and_lands_on_each_of_its_rows(tiny, monkeypatch):
+    calls = []
+    encode = tiny.text_encoder.forward
+    monkeypatch.setattr(tiny.text_encoder, "forward", lambda c: calls.append(list(c)) or encode(c))
+    captions = [CAPTIONS[0], CAPTIONS[2], "", CAPTIONS[0]]
+    cond = tiny.encode_condition(_frames(4), caption=captions)
+    assert calls == [[CAPTIONS[0], CAPTIONS[2]]]
+    direct = encode(captions)
+    torch.testing.assert_close(cond.text, direct, atol=1e-5, rtol=0)
+
+
 def test_text_encoder_is_frozen_in_eval_and_not_optimised(tiny):
     text_params = {id(p) for p in tiny.text_encoder.parameters()}
     assert text_params and not any(id(p) in text_params for p in tiny.trainable_parameters())

@@ -264,18 +264,21 @@ class LvdmDenoiser(nn.Module):
 
     def text_context(self, caption: list[str] | None, null_text: Tensor) -> Tensor:
         """Captions (B strings or None) -> [B, 77, D]: the frozen text encoder's context, the
-        empty prompt's ``null_text`` [B, 77, D] for empty ones (what the encoder gives for "")."""
+        empty prompt's ``null_text`` [B, 77, D] for empty ones (what the encoder gives for "").
+        Each distinct caption is encoded once (sampling and validation repeat one per seed)."""
         if caption is None or self.text_encoder is None:
             return null_text
         if len(caption) != null_text.shape[0]:
             raise ValueError(f"{len(caption)} captions for {null_text.shape[0]} condition frames")
-        rows = [i for i, c in enumerate(caption) if c]
-        if not rows:
+        distinct = list(dict.fromkeys(c for c in caption if c))
+        if not distinct:
             return null_text
         with torch.no_grad():
-            encoded = self.text_encoder([caption[i] for i in rows]).float()
+            encoded = self.text_encoder(distinct).float().to(null_text.device)
+        index = {c: i for i, c in enumerate(distinct)}
+        rows = [i for i, c in enumerate(caption) if c]
         text = null_text.clone()
-        text[rows] = encoded.to(text.device)
+        text[rows] = encoded[[index[caption[i]] for i in rows]]
         return text
 
     def sampling_condition(
